@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from deploykit.spec import ConvTransposeSpec, resolve_pads
+from deploykit.spec import AUTO_PADS, ConvTransposeSpec, resolve_pads
 
 
 def conv_transpose(
@@ -51,6 +51,12 @@ def conv_transpose(
     dilations = list(dilations) if dilations is not None else [1] * rank
     output_padding = list(output_padding) if output_padding is not None else [0] * rank
     pads = list(pads) if pads is not None else [0] * (2 * rank)
+    _check_lengths(rank, strides=strides, dilations=dilations, output_padding=output_padding)
+    _check_lengths(2 * rank, pads=pads)
+    if output_shape is not None:
+        _check_lengths(rank, output_shape=output_shape)
+    if auto_pad not in AUTO_PADS:
+        raise ValueError(f"auto_pad {auto_pad!r} is not one of {', '.join(AUTO_PADS)}")
     begin, end = resolve_pads(
         in_spatial, kernel, strides, dilations, output_padding, pads, auto_pad, output_shape
     )
@@ -78,10 +84,19 @@ def conv_transpose(
         )
         full[(slice(None), slice(None), *window)] += columns[:, :, tap]
 
+    sizes = [n - b_ - e_ for n, b_, e_ in zip(natural, begin, end)]
+    if min(sizes) < 1:
+        raise ValueError(f"output spatial size {sizes} has an axis below 1")
     out = _crop_or_extend(full, begin, end)
     if b is not None:
         out += np.asarray(b, dtype=np.float64).reshape(1, out_channels, *([1] * rank))
     return out
+
+
+def _check_lengths(expected: int, **attributes: Sequence[int]) -> None:
+    for name, values in attributes.items():
+        if len(values) != expected:
+            raise ValueError(f"{name} has {len(values)} values, expected {expected} for this input rank")
 
 
 def _crop_or_extend(full: np.ndarray, begin: Sequence[int], end: Sequence[int]) -> np.ndarray:

@@ -1,0 +1,61 @@
+"""Backend registry: a name -> backend class, built-ins plus the `deploykit.backends` entry points.
+
+Built-ins are listed as "module:Class" strings so that importing the registry imports no runtime;
+a third-party package adds a backend with an entry point in the same form, and nothing else in
+deploykit changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from deploykit.backends.base import Availability, Backend, Runner
+from deploykit.errors import UsageError
+
+ENTRY_POINT_GROUP = "deploykit.backends"
+
+BUILTIN: dict[str, str] = {
+    "reference": "deploykit.backends.reference:ReferenceBackend",
+    "onnx-reference": "deploykit.backends.onnx_reference:OnnxReferenceBackend",
+    "ort-cpu": "deploykit.backends.ort:OrtCpuBackend",
+    "torch-cpu": "deploykit.backends.torch_backend:TorchCpuBackend",
+}
+#: What `conformance run` uses when --backends is not given: every CPU backend.
+DEFAULT_BACKENDS = ("reference", "onnx-reference", "ort-cpu", "torch-cpu")
+
+
+def _registered() -> dict[str, str]:
+    found = dict(BUILTIN)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, entry.value)
+    return found
+
+
+def names() -> list[str]:
+    return list(_registered())
+
+
+def get(name: str) -> Backend:
+    """Instantiate a backend by name; an unknown name is a usage error listing the known ones."""
+    target = _registered().get(name)
+    if target is None:
+        raise UsageError(f"unknown backend {name!r}; known backends: {', '.join(names())}")
+    module_name, _, class_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)()
+
+
+def parse(csv: str | None) -> list[str]:
+    """Names from a comma-separated --backends value, checked against the registry."""
+    if not csv:
+        return list(DEFAULT_BACKENDS)
+    requested = [part.strip() for part in csv.split(",") if part.strip()]
+    known = names()
+    for name in requested:
+        if name not in known:
+            raise UsageError(f"unknown backend {name!r}; known backends: {', '.join(known)}")
+    return requested
+
+
+__all__ = ["Availability", "Backend", "Runner", "get", "names", "parse", "DEFAULT_BACKENDS", "BUILTIN"]

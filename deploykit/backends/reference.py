@@ -1,0 +1,40 @@
+"""`reference`: deploykit's own float64 oracle run as a backend.
+
+It checks the plumbing end to end (generator, inputs, shapes) and refuses spec-invalid configs,
+so a negative case has one backend that behaves exactly as the spec demands.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deploykit.backends.base import Availability, Backend, CallableRunner
+from deploykit.onnxgen import NUMPY_DTYPES, Case
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+    description = "deploykit float64 NumPy oracle (GEMM + col2im)"
+
+    def probe(self) -> Availability:
+        return Availability(True, np.__version__)
+
+    def accumulation(self, dtype: str) -> str:
+        return "float64"
+
+    def runner(self, case: Case, threads: int | None = None) -> CallableRunner:
+        from deploykit.reference import run_spec
+
+        spec = case.spec
+
+        def prepare() -> None:
+            problems = spec.violations()
+            if problems:
+                raise ValueError("; ".join(problems))
+
+        def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
+            b = feeds.get("B", case.b)
+            y = run_spec(spec, feeds["X"], feeds.get("W", case.w), b if spec.bias else None)
+            return y.astype(NUMPY_DTYPES[spec.dtype])
+
+        return CallableRunner(infer, prepare)

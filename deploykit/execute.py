@@ -1,0 +1,186 @@
+"""Run one (config, backend) pair in this process and judge it.
+
+The harness calls this inside isolated workers; tests and `deploykit export` call it directly.
+Data flows one way: spec -> case (model + inputs) -> backend output -> metrics vs reference.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deploykit import backends as registry
+from deploykit import divergences
+from deploykit.backends.base import Availability, Backend
+from deploykit.metrics import Tolerance, judge_output
+from deploykit.onnxgen import Case, build_case, inferred_output_shape
+from deploykit.reference import magnitude, run_spec
+from deploykit.spec import ConvTransposeSpec
+
+
+@dataclass
+class Result:
+    """One row of the results store; the JSON report is a list of these."""
+
+    config_id: str
+    label: str
+    backend: str
+    dtype: str
+    verdict: str
+    reason: str = ""
+    known_divergence: str | None = None
+    expect: str = "accept"
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    rel_l2_err: float | None = None
+    max_ulp_err: int | None = None
+    bound_ratio: float | None = None
+    expected_shape: list[int] | None = None
+    actual_shape: list[int] | None = None
+    onnx_inferred_shape: list[int | None] | None = None
+    backend_version: str | None = None
+    duration_ms: float | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    # Latency figures (filled only when a run asks for --latency).
+    latency_median_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_cv: float | None = None
+    gflops: float | None = None
+    setup_ms: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prepared:
+    case: Case
+    reference: np.ndarray | None
+    magnitude: np.ndarray | None
+    inferred_shape: tuple[int | None, ...] | None
+
+
+_ONNXRUNTIME_NOISE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+
+
+def one_line(error: BaseException, limit: int = 240) -> str:
+    """The informative part of an exception message, on one line."""
+    text = str(error) or type(error).__name__
+    if "Status Message: " in text:
+        text = text.split("Status Message: ", 1)[1]
+    text = _ONNXRUNTIME_NOISE.sub("", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Executor:
+    """Caches backends, their availability and prepared cases across the tasks of one worker."""
+
+    def __init__(
+        self,
+        tolerance: Tolerance | None = None,
+        threads: int | None = None,
+        known: list[divergences.Divergence] | None = None,
+        cache_size: int = 8,
+    ) -> None:
+        self.tolerance = tolerance
+        self.threads = threads
+        self.known = divergences.load() if known is None else known
+        self._backends: dict[str, tuple[Backend, Availability]] = {}
+        self._cases: OrderedDict[str, Prepared] = OrderedDict()
+        self._cache_size = cache_size
+
+    def backend(self, name: str) -> tuple[Backend, Availability]:
+        if name not in self._backends:
+            backend = registry.get(name)
+            self._backends[name] = (backend, backend.probe())
+        return self._backends[name]
+
+    def prepare(self, spec: ConvTransposeSpec) -> Prepared:
+        key = f"{spec.id}:{spec.expect}"
+        if key in self._cases:
+            self._cases.move_to_end(key)
+            return self._cases[key]
+        case = build_case(spec)
+        if spec.is_valid:
+            reference = run_spec(spec, case.x, case.w, case.b)
+            size = magnitude(spec, case.x, case.w, case.b)
+        else:
+            reference = size = None
+        prepared = Prepared(case, reference, size, inferred_output_shape(case.model))
+        self._cases[key] = prepared
+        if len(self._cases) > self._cache_size:
+            self._cases.popitem(last=False)
+        return prepared
+
+    def run(self, spec: ConvTransposeSpec, backend_name: str) -> Result:
+        started = time.perf_counter()
+        result = self._run(spec, backend_name)
+        result.duration_ms = (time.perf_counter() - started) * 1e3
+        if result.verdict != "pass":
+            known = divergences.match(self.known, spec, backend_name, result.verdict)
+            result.known_divergence = known.id if known else None
+        return result
+
+    def _run(self, spec: ConvTransposeSpec, backend_name: str) -> Result:
+        result = Result(
+            config_id=spec.id,
+            label=spec.label,
+            backend=backend_name,
+            dtype=spec.dtype,
+            verdict="pass",
+            expect=spec.expect,
+            spec=spec.to_dict(),
+            expected_shape=list(spec.output_full_shape) if spec.is_valid else None,
+        )
+        backend, availability = self.backend(backend_name)
+        result.backend_version = availability.version
+        if not availability.available:
+            result.verdict, result.reason = "unavailable", availability.reason
+            return result
+        unsupported = backend.unsupported_reason(spec)
+        if unsupported:
+            result.verdict, result.reason = "unsupported", unsupported
+            return result
+        prepared = self.prepare(spec)
+        if prepared.inferred_shape is not None:
+            result.onnx_inferred_shape = list(prepared.inferred_shape)
+        runner = backend.runner(prepared.case, self.threads)
+        try:
+            runner.activate()
+            try:
+                output = np.asarray(runner.infer(prepared.case.feeds))
+            finally:
+                runner.deactivate()
+        except Exception as error:  # noqa: BLE001 - any refusal is a finding, not a deploykit crash
+            if spec.expect == "reject":
+                result.reason = f"refused the spec-invalid model: {one_line(error)}"
+            else:
+                result.verdict, result.reason = "rejected", one_line(error)
+            return result
+        result.actual_shape = list(output.shape)
+        if spec.expect == "reject":
+            result.verdict = "accepted-invalid"
+            result.reason = f"ran it (output {list(output.shape)}) although {'; '.join(spec.violations())}"
+            return result
+        verdict, reason, drift = judge_output(
+            spec,
+            output,
+            prepared.reference,
+            prepared.magnitude,
+            backend.accumulation(spec.dtype),
+            self.tolerance,
+        )
+        result.verdict, result.reason = verdict, reason
+        if drift is not None:
+            result.max_abs_err = drift.max_abs_err
+            result.max_rel_err = drift.max_rel_err
+            result.rel_l2_err = drift.rel_l2_err
+            result.max_ulp_err = drift.max_ulp_err
+            result.bound_ratio = drift.bound_ratio
+        return result

@@ -1,0 +1,111 @@
+"""Named conditions on a ConvTranspose config that real runtimes are known to get wrong.
+
+`conformance/known_divergences.yaml` refers to these by name, and `deploykit lint` reports them;
+one predicate per hazard keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from deploykit.spec import ConvTransposeSpec, kernel_extent
+
+
+@dataclass(frozen=True)
+class Hazard:
+    name: str
+    summary: str
+    applies: Callable[[ConvTransposeSpec], bool]
+
+
+def _same(spec: ConvTransposeSpec) -> bool:
+    return spec.auto_pad in ("SAME_UPPER", "SAME_LOWER") and spec.output_shape is None
+
+
+def _output_padding_ge_stride(spec: ConvTransposeSpec) -> bool:
+    return any(op >= s for op, s in zip(spec.output_padding, spec.strides))
+
+
+def _same_negative_padding(spec: ConvTransposeSpec) -> bool:
+    return _same(spec) and any(
+        op + kernel_extent(k, d) < s
+        for k, s, d, op in zip(spec.kernel_shape, spec.strides, spec.dilations, spec.output_padding)
+    )
+
+
+def _same_with_output_padding(spec: ConvTransposeSpec) -> bool:
+    return _same(spec) and any(spec.output_padding)
+
+
+def _grouped_multi_output(spec: ConvTransposeSpec) -> bool:
+    return spec.group > 1 and spec.out_channels // spec.group > 1
+
+
+def _output_shape_positive_padding(spec: ConvTransposeSpec) -> bool:
+    return spec.output_shape is not None and any(t > 0 for t in spec.total_padding)
+
+
+def _output_shape_odd_padding(spec: ConvTransposeSpec) -> bool:
+    return spec.output_shape is not None and any(t % 2 for t in spec.total_padding)
+
+
+def _checkerboard(spec: ConvTransposeSpec) -> bool:
+    return any(k % s for k, s in zip(spec.kernel_shape, spec.strides) if s > 1)
+
+
+def _asymmetric_pads(spec: ConvTransposeSpec) -> bool:
+    begin, end = spec.resolved_pads()
+    return begin != end
+
+
+HAZARDS: dict[str, Hazard] = {
+    h.name: h
+    for h in (
+        Hazard(
+            "output_padding_ge_stride",
+            "output_padding >= stride (valid while below the dilation; ONNX Runtime refuses it)",
+            _output_padding_ge_stride,
+        ),
+        Hazard(
+            "same_negative_padding",
+            "SAME_* with kernel extent + output_padding < stride: the spec zero-extends to input x stride,"
+            " runtimes and shape inference return the smaller natural size",
+            _same_negative_padding,
+        ),
+        Hazard(
+            "same_with_output_padding",
+            "SAME_* with output_padding: ONNX shape inference adds output_padding, runtimes give input x stride",
+            _same_with_output_padding,
+        ),
+        Hazard(
+            "grouped_multi_output",
+            "group > 1 with more than one output channel per group",
+            _grouped_multi_output,
+        ),
+        Hazard(
+            "output_shape_positive_padding",
+            "output_shape smaller than the natural output (positive total padding to crop)",
+            _output_shape_positive_padding,
+        ),
+        Hazard(
+            "output_shape_odd_padding",
+            "output_shape with odd total padding: runtimes split the odd unit differently",
+            _output_shape_odd_padding,
+        ),
+        Hazard(
+            "asymmetric_pads",
+            "asymmetric resolved pads: one framework call (torch, some TensorRT versions) cannot express them",
+            _asymmetric_pads,
+        ),
+        Hazard(
+            "checkerboard",
+            "kernel size not divisible by stride: uneven overlap, checkerboard artifacts",
+            _checkerboard,
+        ),
+    )
+}
+
+
+def applying(spec: ConvTransposeSpec) -> list[Hazard]:
+    return [hazard for hazard in HAZARDS.values() if hazard.applies(spec)]
