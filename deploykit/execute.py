@@ -87,8 +87,10 @@ class Executor:
         threads: int | None = None,
         known: list[divergences.Divergence] | None = None,
         cache_size: int = 8,
+        latency: dict | None = None,
     ) -> None:
         self.tolerance = tolerance
+        self.latency = latency
         self.threads = threads
         self.known = divergences.load() if known is None else known
         self._backends: dict[str, tuple[Backend, Availability]] = {}

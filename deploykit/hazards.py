@@ -38,8 +38,8 @@ def _same_with_output_padding(spec: ConvTransposeSpec) -> bool:
     return _same(spec) and any(spec.output_padding)
 
 
-def _grouped_multi_output(spec: ConvTransposeSpec) -> bool:
-    return spec.group > 1 and spec.out_channels // spec.group > 1
+def _grouped(spec: ConvTransposeSpec) -> bool:
+    return spec.group > 1
 
 
 def _output_shape_positive_padding(spec: ConvTransposeSpec) -> bool:
@@ -78,11 +78,7 @@ HAZARDS: dict[str, Hazard] = {
             "SAME_* with output_padding: ONNX shape inference adds output_padding, runtimes give input x stride",
             _same_with_output_padding,
         ),
-        Hazard(
-            "grouped_multi_output",
-            "group > 1 with more than one output channel per group",
-            _grouped_multi_output,
-        ),
+        Hazard("grouped", "group > 1 (grouped or depthwise ConvTranspose)", _grouped),
         Hazard(
             "output_shape_positive_padding",
             "output_shape smaller than the natural output (positive total padding to crop)",

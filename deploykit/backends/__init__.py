@@ -8,6 +8,7 @@ deploykit changes.
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import entry_points
 
 from deploykit.backends.base import Availability, Backend, Runner
@@ -26,9 +27,15 @@ DEFAULT_BACKENDS = ("reference", "onnx-reference", "ort-cpu", "torch-cpu")
 
 
 def _registered() -> dict[str, str]:
+    """Built-ins, then entry points, then DEPLOYKIT_BACKENDS="name=module:Class,..." (a backend
+    in a plain module, no packaging needed; the harness's worker processes inherit it)."""
     found = dict(BUILTIN)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, entry.value)
+    for item in os.environ.get("DEPLOYKIT_BACKENDS", "").split(","):
+        name, _, target = item.partition("=")
+        if name.strip() and ":" in target:
+            found.setdefault(name.strip(), target.strip())
     return found
 
 

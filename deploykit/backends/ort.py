@@ -18,9 +18,13 @@ class OrtRunner:
         self._provider = provider
         self._threads = threads
         self.session = None
+        self.run_options = None
 
     def activate(self) -> None:
         ort = lazy_import("onnxruntime", "onnxruntime")
+        ort.set_default_logger_severity(3)
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 3
         options = ort.SessionOptions()
         options.log_severity_level = 3  # refusals are reported as verdicts, not log spam
         if self._threads:
@@ -28,7 +32,7 @@ class OrtRunner:
         self.session = ort.InferenceSession(self._model_bytes, options, providers=[self._provider])
 
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, feeds)[0]
+        return self.session.run(None, feeds, self.run_options)[0]
 
     def deactivate(self) -> None:
         self.session = None

@@ -1,0 +1,208 @@
+"""The `deploykit` command line: thin wrappers over the library.
+
+Usage errors (unknown names, malformed files, bad options) print one line to stderr and exit 2
+with no traceback; findings exit 1; success exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from deploykit.errors import MissingDependency, UsageError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="deploykit")
+def app() -> None:
+    """Deploy and verify ONNX ConvTranspose models on ONNX Runtime, TensorRT and PyTorch."""
+
+
+@app.group("conformance")
+def conformance_app() -> None:
+    """Run and report the conformance matrix."""
+
+
+stdout = Console(width=160)
+stderr = Console(stderr=True, width=160)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def _write_json(path: Path, payload) -> None:
+    try:
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
+
+
+@app.command("backends")
+def backends_command() -> None:
+    """List every backend: available or not, why, and its version."""
+    from rich.table import Table
+
+    from deploykit import backends as registry
+
+    table = Table()
+    for column in ("backend", "device", "available", "version", "description / reason"):
+        table.add_column(column)
+    for name in registry.names():
+        try:
+            backend = registry.get(name)
+            status = backend.probe()
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
+            table.add_row(name, "?", "no", "-", f"failed to load: {error}")
+            continue
+        detail = backend.description if status.available else status.reason
+        table.add_row(name, backend.device, "yes" if status.available else "no", status.version or "-", detail)
+    stdout.print(table)
+
+
+@app.command("generate")
+@click.option("--matrix", required=True, help="smoke, default, or a path to a matrix YAML")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="folder for the ONNX backend-test layout")
+@click.option("--dtypes", default=None, help="re-target every config to these dtypes (comma-separated)")
+def generate_command(matrix: str, out: Path, dtypes: str | None) -> None:
+    """Write each config as model.onnx + test_data_set_0 (inputs and reference outputs)."""
+    from deploykit.matrix import load
+    from deploykit.onnxgen import build_case, check, write_backend_test_case
+    from deploykit.reference import run_spec
+
+    loaded = load(matrix, _csv(dtypes))
+    for spec in loaded.specs:
+        case = build_case(spec)
+        if spec.is_valid:
+            check(case.model)
+            expected = run_spec(spec, case.x, case.w, case.b)
+        else:
+            expected = None
+        write_backend_test_case(case, out / f"test_deploykit_{spec.label}_{spec.id}", expected)
+    stdout.print(f"wrote {len(loaded.specs)} test case(s) from matrix {loaded.name} to {out}")
+
+
+@conformance_app.command("run")
+@click.option("--matrix", default="smoke", show_default=True, help="smoke, default, or a path to a matrix YAML")
+@click.option("--backends", default=None, help="comma-separated; default: every CPU backend")
+@click.option("--dtypes", default=None, help="re-target every config to each of these dtypes (comma-separated)")
+@click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="worker processes in parallel")
+@click.option("--resume", is_flag=True, help="finish the last unfinished run in --db")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="seconds per (config, backend)")
+@click.option("--atol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
+@click.option("--rtol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
+def conformance_run(
+    matrix: str,
+    backends: str | None,
+    dtypes: str | None,
+    db: Path,
+    jobs: int,
+    resume: bool,
+    timeout: float,
+    atol: float | None,
+    rtol: float | None,
+    json_path: Path | None,
+) -> None:
+    """Run a conformance matrix; exit 1 when a non-pass result is not a known divergence."""
+    from deploykit import backends as registry
+    from deploykit.conformance import RunRequest, is_failure, run
+    from deploykit.metrics import Tolerance
+    from deploykit.report import summary, to_json_records
+
+    tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
+    request = RunRequest(
+        matrix=matrix,
+        backends=registry.parse(backends),
+        dtypes=_csv(dtypes),
+        db=db,
+        jobs=jobs,
+        resume=resume,
+        timeout=timeout,
+        tolerance=tolerance,
+    )
+    run_id, results, _ = run(request, stderr)
+    summary(results, stdout)
+    failures = [r for r in results if is_failure(r)]
+    stdout.print(
+        f"run {run_id}: {len(results)} results, {sum(r.verdict == 'pass' for r in results)} pass, "
+        f"{sum(bool(r.known_divergence) for r in results)} known divergences, {len(failures)} new findings; stored in {db}"
+    )
+    if json_path:
+        _write_json(json_path, to_json_records(results))
+    sys.exit(1 if failures else 0)
+
+
+@conformance_app.command("report")
+@click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
+@click.option("--format", "format_", default="table", show_default=True, type=click.Choice(["table", "json", "md"]))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="write here instead of stdout")
+@click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
+def conformance_report(db: Path, format_: str, output: Path | None, run_id: int | None) -> None:
+    """Report a stored run as a table, JSON records or Markdown."""
+    from deploykit.report import summary, to_json_records, to_markdown
+    from deploykit.store import Store
+
+    store = Store(db, create=False)
+    try:
+        runs = store.runs()
+        if not runs:
+            raise UsageError(f"{db} holds no runs yet")
+        chosen = next((r for r in runs if r.run_id == run_id), None) if run_id is not None else runs[-1]
+        if chosen is None:
+            raise UsageError(f"no run {run_id} in {db}; runs: {', '.join(str(r.run_id) for r in runs)}")
+        results = store.results(chosen.run_id)
+    finally:
+        store.close()
+    if format_ == "json":
+        text = json.dumps(to_json_records(results), indent=2) + "\n"
+    elif format_ == "md":
+        text = to_markdown(results)
+    else:
+        console = Console(width=160, record=True, file=open("/dev/null", "w") if output else None)
+        summary(results, console)
+        text = console.export_text() if output else ""
+    if output:
+        try:
+            output.write_text(text)
+        except OSError as error:
+            raise UsageError(f"cannot write {output}: {error.strerror}") from None
+    elif text:
+        sys.stdout.write(text)
+
+
+def _error(message: str) -> None:
+    print(f"deploykit: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: turn usage errors into one line and exit code 2, never a traceback."""
+    try:
+        code = app.main(args=argv, prog_name="deploykit", standalone_mode=False)
+    except (UsageError, MissingDependency) as error:
+        _error(str(error))
+        return 2
+    except click.exceptions.UsageError as error:
+        _error(error.format_message())
+        return 2
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.ClickException as error:
+        _error(error.format_message())
+        return error.exit_code
+    except click.exceptions.Abort:
+        _error("interrupted")
+        return 130
+    except KeyboardInterrupt:
+        _error("interrupted (use --resume to finish the run)")
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Isolated workers: a backend that segfaults or hangs costs one config, never the run.
+
+Each worker is a long-lived `spawn`ed process that keeps its imported runtimes and prepared
+cases between tasks (so a smoke run does not pay torch's import per task).  The parent hands
+out one (config, backend) task at a time; when a worker dies the task is recorded as `crash`
+with the signal, when it overruns `timeout` it is killed and recorded as `timeout`, and in both
+cases a fresh worker takes its place.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Iterable
+
+from deploykit.execute import Executor, Result
+from deploykit.metrics import Tolerance
+from deploykit.spec import ConvTransposeSpec
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: ConvTransposeSpec
+    backend: str
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    tolerance: Tolerance | None = None
+    threads: int | None = None
+    latency: dict | None = None  # timing options when the run measures latency
+
+
+def _worker_main(conn: Connection, options: WorkerOptions) -> None:
+    """Worker loop: receive (spec dict, backend) tuples, send Result dicts back; None stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    if options.threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
+    executor = Executor(tolerance=options.tolerance, threads=options.threads, latency=options.latency)
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        spec_dict, backend = message
+        spec = ConvTransposeSpec.from_dict(spec_dict)
+        conn.send(executor.run(spec, backend).as_dict())
+
+
+class _Worker:
+    def __init__(self, context: mp.context.BaseContext, options: WorkerOptions) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, options), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: Task | None = None
+        self.started = 0.0
+
+    def submit(self, task: Task) -> None:
+        self.task = task
+        self.started = time.monotonic()
+        self.conn.send((task.spec.to_dict(), task.backend))
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=2)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.conn.close()
+
+
+def _failure(task: Task, verdict: str, reason: str, elapsed: float) -> Result:
+    spec = task.spec
+    return Result(
+        config_id=spec.id,
+        label=spec.label,
+        backend=task.backend,
+        dtype=spec.dtype,
+        verdict=verdict,
+        reason=reason,
+        expect=spec.expect,
+        spec=spec.to_dict(),
+        expected_shape=list(spec.output_full_shape) if spec.is_valid else None,
+        duration_ms=elapsed * 1e3,
+    )
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"worker killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"worker killed by signal {-exitcode}"
+    return f"worker exited with code {exitcode}"
+
+
+def run_tasks(
+    tasks: Iterable[Task],
+    on_result: Callable[[Result], None],
+    *,
+    jobs: int = 1,
+    timeout: float = 120.0,
+    options: WorkerOptions = WorkerOptions(),
+) -> None:
+    """Run every task in isolated workers, calling `on_result` in the parent as each finishes."""
+    context = mp.get_context("spawn")
+    pending = deque(tasks)
+    jobs = max(1, min(jobs, len(pending) or 1))
+    workers = [_Worker(context, options) for _ in range(jobs)]
+    try:
+        while pending or any(w.task for w in workers):
+            for index, worker in enumerate(workers):
+                if worker.task is None and pending:
+                    worker.submit(pending.popleft())
+            busy = [w for w in workers if w.task is not None]
+            ready = wait([w.conn for w in busy], timeout=0.2)
+            now = time.monotonic()
+            for index, worker in enumerate(workers):
+                task = worker.task
+                if task is None:
+                    continue
+                elapsed = now - worker.started
+                if worker.conn in ready:
+                    try:
+                        result = Result(**worker.conn.recv())
+                    except (EOFError, OSError):
+                        worker.process.join(timeout=5)
+                        result = _failure(task, "crash", _death_reason(worker.process.exitcode), elapsed)
+                        worker.kill()
+                        workers[index] = _Worker(context, options)
+                    else:
+                        worker.task = None
+                    on_result(result)
+                    continue
+                if elapsed > timeout:
+                    worker.kill()
+                    workers[index] = _Worker(context, options)
+                    on_result(_failure(task, "timeout", f"no answer within {timeout:g} s; worker killed", elapsed))
+    finally:
+        for worker in workers:
+            worker.stop()

@@ -1,0 +1,131 @@
+"""Render results for people (rich tables, Markdown) and for machines (JSON records).
+
+Reads only Result rows, so a report of an old database needs no runtime installed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from deploykit import divergences
+from deploykit.execute import Result
+from deploykit.metrics import VERDICTS
+from deploykit.spec import ConvTransposeSpec
+
+#: Keys every JSON record carries first (the documented contract); the rest follow.
+JSON_KEYS = (
+    "config_id", "label", "backend", "dtype", "verdict", "reason", "max_abs_err", "max_rel_err",
+    "rel_l2_err", "max_ulp_err", "bound_ratio", "expected_shape", "actual_shape",
+    "onnx_inferred_shape", "known_divergence", "expect", "backend_version", "duration_ms",
+    "latency_median_ms", "latency_p99_ms", "latency_cv", "gflops", "setup_ms", "spec",
+)
+
+
+def to_json_records(results: Iterable[Result]) -> list[dict]:
+    records = []
+    for result in results:
+        data = result.as_dict()
+        records.append({key: data[key] for key in JSON_KEYS})
+    return records
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _known_text(known_id: str | None, table: dict[str, divergences.Divergence]) -> str:
+    if not known_id:
+        return ""
+    entry = table.get(known_id)
+    return f"known: {known_id}" + (f" ({entry.upstream})" if entry and entry.upstream else "")
+
+
+def _print_known_legend(ids: Iterable[str], table: dict[str, divergences.Divergence], console: Console) -> None:
+    for known_id in sorted(set(ids)):
+        entry = table.get(known_id)
+        if entry:
+            console.print(Text(f"  {known_id}: {entry.reason} ({entry.upstream})"))
+
+
+def shape_inference_disagreements(results: Iterable[Result]) -> list[Result]:
+    """One row per config where ONNX shape inference predicts another shape than the spec text."""
+    seen, found = set(), []
+    for r in results:
+        if r.expected_shape and r.onnx_inferred_shape and r.config_id not in seen:
+            seen.add(r.config_id)
+            if list(r.onnx_inferred_shape) != list(r.expected_shape):
+                found.append(r)
+    return found
+
+
+def summary(results: list[Result], console: Console, worst: int = 5) -> None:
+    """Verdict counts per backend, the worst drifts, and every non-pass row with its reason."""
+    known_table = {d.id: d for d in divergences.load()}
+    verdicts = [v for v in VERDICTS if any(r.verdict == v for r in results)]
+    counts: dict[str, Counter] = defaultdict(Counter)
+    known_counts: dict[str, int] = Counter()
+    for r in results:
+        counts[r.backend][r.verdict] += 1
+        if r.known_divergence:
+            known_counts[r.backend] += 1
+    table = Table(title="Verdicts per backend", title_justify="left")
+    table.add_column("backend")
+    for verdict in verdicts:
+        table.add_column(verdict, justify="right")
+    table.add_column("known", justify="right")
+    for backend, counter in counts.items():
+        table.add_row(backend, *(str(counter.get(v, 0) or "") for v in verdicts), str(known_counts[backend] or ""))
+    console.print(table)
+
+    # The reference backend's ratio only measures rounding its own float64 answer: not shown.
+    measured = [r for r in results if r.bound_ratio is not None and r.backend != "reference"]
+    measured = sorted(measured, key=lambda r: -r.bound_ratio)[:worst]
+    if measured:
+        drift = Table(title=f"Worst drifts (bound_ratio <= 1 passes)", title_justify="left")
+        for column in ("config", "backend", "bound_ratio", "max_abs_err", "max_rel_err", "max_ulp"):
+            drift.add_column(column, justify="left" if column in ("config", "backend") else "right")
+        for r in measured:
+            drift.add_row(r.label, r.backend, _fmt(r.bound_ratio), _fmt(r.max_abs_err), _fmt(r.max_rel_err), str(r.max_ulp_err))
+        console.print(drift)
+
+    findings = [r for r in results if r.verdict != "pass"]
+    if findings:
+        rows = Table(title="Every non-pass result", title_justify="left")
+        for column in ("config", "backend", "verdict", "reason", "known"):
+            rows.add_column(column, overflow="fold")
+        for r in sorted(findings, key=lambda r: (r.verdict, r.label, r.backend)):
+            rows.add_row(r.label, r.backend, r.verdict, Text(r.reason), r.known_divergence or "")
+        console.print(rows)
+        seen_known = [r.known_divergence for r in findings if r.known_divergence]
+        if seen_known:
+            console.print("Known divergences seen:")
+            _print_known_legend(seen_known, known_table, console)
+
+    disagreements = shape_inference_disagreements(results)
+    if disagreements:
+        known = divergences.load()
+        console.print(f"ONNX shape inference disagrees with the spec text on {len(disagreements)} config(s):")
+        for r in disagreements:
+            entry = divergences.match(known, ConvTransposeSpec.from_dict(r.spec), "onnx-shape-inference", "shape-mismatch")
+            note = f" (known: {entry.id}, {entry.upstream})" if entry else " (new finding)"
+            console.print(Text(f"  {r.label}: infers {r.onnx_inferred_shape}, spec text {r.expected_shape}{note}"))
+
+
+def to_markdown(results: list[Result]) -> str:
+    known_table = {d.id: d for d in divergences.load()}
+    lines = [
+        "| config | id | backend | verdict | bound_ratio | max_abs_err | reason | known |",
+        "|---|---|---|---|---:|---:|---|---|",
+    ]
+    for r in results:
+        reason = r.reason.replace("|", "\\|")
+        lines.append(
+            f"| {r.label} | {r.config_id} | {r.backend} | {r.verdict} | {_fmt(r.bound_ratio)} | {_fmt(r.max_abs_err)}"
+            f" | {reason} | {_known_text(r.known_divergence, known_table)} |"
+        )
+    return "\n".join(lines) + "\n"
