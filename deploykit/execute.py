@@ -177,6 +177,7 @@ class Executor:
             prepared.magnitude,
             backend.accumulation(spec.dtype),
             self.tolerance,
+            backend.rounds_before_bias(spec.dtype),
         )
         result.verdict, result.reason = verdict, reason
         if drift is not None:

@@ -1,7 +1,8 @@
 """Conformance matrices: YAML -> list of specs.
 
 A matrix has `defaults:` (merged into every config), `axes:` (expanded as all pairs with
-allpairspy, or the full product with `expand: product`) and explicit `cases:`.  Keys are ONNX
+allpairspy, or the full product with `expand: product`; axes named in `cross:` are crossed in full
+and the others paired within each combination) and explicit `cases:`.  Keys are ONNX
 attribute names plus input_shape, out_channels, bias, dtype, opset, weights_as_inputs, expect
 and name.  An axis value that is a mapping sets several keys together (e.g. a rank-consistent
 input_shape + kernel_shape).  Scalars broadcast over the spatial axes (`strides: 2`).
@@ -121,7 +122,7 @@ def load(name_or_path: str, dtypes: list[str] | None = None) -> Matrix:
         raise UsageError(f"matrix {path}: malformed YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"matrix {path}: expected a mapping with defaults/axes/cases at the top")
-    unknown = set(data) - {"name", "description", "defaults", "axes", "expand", "cases"}
+    unknown = set(data) - {"name", "description", "defaults", "axes", "expand", "cross", "cases"}
     if unknown:
         raise UsageError(f"matrix {path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
     defaults = data.get("defaults") or {}
@@ -133,10 +134,19 @@ def load(name_or_path: str, dtypes: list[str] | None = None) -> Matrix:
     if not isinstance(defaults, dict) or not isinstance(axes, dict) or not isinstance(cases, list):
         raise UsageError(f"matrix {path}: defaults and axes must be mappings, cases a list")
 
+    cross = data.get("cross") or []
+    if not isinstance(cross, list) or any(key not in axes for key in cross):
+        raise UsageError(f"matrix {path}: cross must list axis names from axes:, got {cross!r}")
+
     entries: list[tuple[str, dict[str, Any]]] = []
     if axes:
-        for index, row in enumerate(_axes_rows(axes, expand, defaults)):
-            entries.append((f"matrix {path.name}, axes row {index}", row))
+        # `cross:` axes go as a full product; the other axes are expanded per combination.
+        inner = {k: v for k, v in axes.items() if k not in cross}
+        for fixed in itertools.product(*(axes[k] for k in cross)):
+            base = _merge(defaults, *(_axis_value(k, v) for k, v in zip(cross, fixed)))
+            rows = _axes_rows(inner, expand, base) if inner else [base]
+            for row in rows:
+                entries.append((f"matrix {path.name}, axes row {len(entries)}", row))
     for index, case in enumerate(cases):
         if not isinstance(case, dict):
             raise UsageError(f"matrix {path.name}, case {index}: expected a mapping, got {case!r}")

@@ -141,7 +141,11 @@ class ConvTransposeSpec:
         set_(self, "strides", _tuple(self.strides, rank, "strides", 1))
         set_(self, "dilations", _tuple(self.dilations, rank, "dilations", 1))
         set_(self, "output_padding", _tuple(self.output_padding, rank, "output_padding", 0))
-        set_(self, "pads", _tuple(self.pads, 2 * rank, "pads", 0))
+        pads = self.pads
+        if pads is not None and not isinstance(pads, int) and len(tuple(pads)) == 2:
+            begin, end = tuple(pads)  # a (begin, end) pair applies to every axis
+            pads = (begin,) * rank + (end,) * rank
+        set_(self, "pads", _tuple(pads, 2 * rank, "pads", 0))
         if self.output_shape is not None:
             set_(self, "output_shape", _tuple(self.output_shape, rank, "output_shape"))
         for what in ("kernel_shape", "strides", "dilations"):

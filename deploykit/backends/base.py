@@ -56,6 +56,10 @@ class Backend:
         """Precision the backend sums products in; float16/bfloat16 default to float32."""
         return "float32" if dtype in ("float16", "bfloat16") else dtype
 
+    def rounds_before_bias(self, dtype: str) -> bool:
+        """True when the backend rounds the convolution to `dtype` and then adds the bias."""
+        return False
+
     def runner(self, case: "Case", threads: int | None = None) -> Runner:
         raise NotImplementedError
 

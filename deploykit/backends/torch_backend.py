@@ -60,6 +60,12 @@ class TorchCpuBackend(Backend):
             return Availability(False, None, str(error))
         return Availability(True, torch.__version__)
 
+    def rounds_before_bias(self, dtype: str) -> bool:
+        # Measured on torch 2.13 CPU: float16 conv_transpose3d equals conv(no bias) rounded to
+        # float16, plus the bias in float16 (tests/test_backends.py pins it), so with cancellation
+        # its error exceeds the single-rounding bound without being wrong.
+        return dtype in ("float16", "bfloat16")
+
     def unsupported_reason(self, spec: ConvTransposeSpec) -> str | None:
         if spec.expect == "reject":
             return None  # torch must get the chance to refuse it

@@ -1,0 +1,80 @@
+"""The verdict logic: rigorous bound, no false alarms on healthy low precision, real drift caught."""
+
+import numpy as np
+import pytest
+
+from deploykit.execute import Executor
+from deploykit.metrics import Tolerance, error_bound, gamma, judge_output, measure, ulp_distance
+from deploykit.onnxgen import build_case
+from deploykit.reference import magnitude, run_spec
+from deploykit.spec import ConvTransposeSpec
+
+DECODER_F32 = ConvTransposeSpec((1, 32, 8, 8), 16, (4, 4), strides=2, pads=1)
+
+
+def _answers(spec):
+    case = build_case(spec)
+    return run_spec(spec, case.x, case.w, case.b), magnitude(spec, case.x, case.w, case.b)
+
+
+def test_gamma_is_higham_gamma():
+    assert gamma(10, 2.0**-24) == pytest.approx(10 * 2.0**-24 / (1 - 10 * 2.0**-24))
+    assert gamma(2**24, 2.0**-24) == float("inf")
+
+
+def test_ulp_distance_counts_representable_steps():
+    one = np.array([1.0], dtype=np.float32)
+    assert ulp_distance(np.nextafter(one, np.float32(2)), one.astype(np.float64), "float32") == 1
+    # Across zero: -tiny to +tiny is two steps.
+    tiny = np.array([np.finfo(np.float16).smallest_subnormal], dtype=np.float16)
+    assert ulp_distance(-tiny, tiny.astype(np.float64), "float16") == 2
+
+
+def test_reference_rounded_to_float32_passes():
+    reference, size = _answers(DECODER_F32)
+    verdict, reason, drift = judge_output(DECODER_F32, reference.astype(np.float32), reference, size, "float32")
+    assert verdict == "pass", reason
+    assert drift.bound_ratio <= 1 and drift.max_ulp_err == 0
+
+
+def test_float32_perturbed_by_1e_3_relative_is_drift():
+    reference, size = _answers(DECODER_F32)
+    perturbed = (reference * (1 + 1e-3)).astype(np.float32)
+    verdict, reason, drift = judge_output(DECODER_F32, perturbed, reference, size, "float32")
+    assert verdict == "drift"
+    assert drift.bound_ratio > 1
+    assert "rounding-error bound" in reason
+
+
+def test_healthy_float16_on_ort_cpu_is_pass_not_a_false_alarm():
+    spec = ConvTransposeSpec((1, 64, 16, 16), 32, (4, 4), strides=2, pads=1, dtype="float16")
+    result = Executor(known=[]).run(spec, "ort-cpu")
+    assert result.verdict == "pass", result.reason
+    assert 0 < result.bound_ratio <= 1
+    # The same errors are far beyond any float32 expectation: the dtype-aware bound is what passes them.
+    assert result.max_rel_err > 1e-4
+
+
+def test_tolerance_override_replaces_the_bound():
+    reference, size = _answers(DECODER_F32)
+    perturbed = (reference * (1 + 1e-3)).astype(np.float32)
+    assert judge_output(DECODER_F32, perturbed, reference, size, "float32", Tolerance(atol=1e-2))[0] == "pass"
+    assert judge_output(DECODER_F32, perturbed, reference, size, "float32", Tolerance(rtol=1e-4))[0] == "drift"
+
+
+def test_shape_mismatch_and_nonfinite():
+    reference, size = _answers(DECODER_F32)
+    verdict, reason, _ = judge_output(DECODER_F32, reference[:, :, :-1], reference, size, "float32")
+    assert verdict == "shape-mismatch" and "[1, 16, 16, 16]" in reason
+    broken = reference.astype(np.float32)
+    broken[0, 0, 0, 0] = np.nan
+    assert judge_output(DECODER_F32, broken, reference, size, "float32")[0] == "nonfinite"
+
+
+def test_bound_never_zero_so_underflow_is_not_flagged():
+    spec = ConvTransposeSpec((1, 1, 2), 1, (1,), dtype="float16", bias=False)
+    zeros = np.zeros(spec.output_full_shape)
+    bound = error_bound(spec, zeros, zeros, "float32")
+    assert (bound > 0).all()
+    drift = measure(np.full(spec.output_full_shape, 1e-8, dtype=np.float16), zeros, bound, "float16")
+    assert drift.bound_ratio <= 1
