@@ -43,7 +43,10 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
     executor = Executor(tolerance=options.tolerance, threads=options.threads, latency=options.latency)
     while True:
-        message = conn.recv()
+        try:
+            message = conn.recv()
+        except EOFError:  # the parent died (even by SIGKILL): nothing left to answer to
+            return
         if message is None:
             return
         spec_dict, backend = message

@@ -49,8 +49,10 @@ def get(name: str) -> Backend:
     if target is None:
         raise UsageError(f"unknown backend {name!r}; known backends: {', '.join(names())}")
     module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)()
+    try:
+        return getattr(importlib.import_module(module_name), class_name)()
+    except (ImportError, AttributeError) as error:
+        raise UsageError(f"backend {name!r} ({target}) failed to load: {error}") from None
 
 
 def parse(csv: str | None) -> list[str]:

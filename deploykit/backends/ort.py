@@ -22,11 +22,11 @@ class OrtRunner:
 
     def activate(self) -> None:
         ort = lazy_import("onnxruntime", "onnxruntime")
-        ort.set_default_logger_severity(3)
+        ort.set_default_logger_severity(4)
         self.run_options = ort.RunOptions()
-        self.run_options.log_severity_level = 3
+        self.run_options.log_severity_level = 4
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # refusals are reported as verdicts, not log spam
+        options.log_severity_level = 4  # refusals are reported as verdicts, not log spam
         if self._threads:
             options.intra_op_num_threads = self._threads
         self.session = ort.InferenceSession(self._model_bytes, options, providers=[self._provider])

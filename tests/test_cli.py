@@ -1,0 +1,138 @@
+"""The command line as a user meets it: real subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import ROOT
+
+
+def deploykit(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 240):
+    return subprocess.run(
+        [sys.executable, "-m", "deploykit", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})},
+    )
+
+
+def assert_usage_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smoke")
+    proc = deploykit("conformance", "run", "--matrix", "smoke", "--db", "r.db", "--json", "r.json", "--jobs", "2", cwd=folder)
+    return folder, proc
+
+
+def test_smoke_run_passes_with_known_divergences_marked(smoke_run):
+    folder, proc = smoke_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Verdicts per backend" in proc.stdout
+    assert "0 new findings" in proc.stdout
+    records = json.loads((folder / "r.json").read_text())
+    backends = {r["backend"] for r in records}
+    assert backends == {"reference", "onnx-reference", "ort-cpu", "torch-cpu"}
+    by = {(r["label"], r["backend"]): r for r in records}
+    # The divergences issue #2 names come out as findings with a reason, marked known.
+    ort_op = by[("2d-op-below-dilation-only", "ort-cpu")]
+    assert ort_op["verdict"] == "rejected" and ort_op["known_divergence"] == "ort-output-padding-ge-stride"
+    assert "output_padding" in ort_op["reason"]
+    same = by[("2d-same-kernel-below-stride", "ort-cpu")]
+    assert same["verdict"] == "shape-mismatch" and same["expected_shape"] == [1, 3, 8, 8] and same["actual_shape"] == [1, 3, 7, 7]
+    assert by[("2d-group2-mg3", "onnx-reference")]["known_divergence"] == "onnx-reference-grouped"
+    assert by[("2d-output-shape-positive-odd", "onnx-reference")]["known_divergence"] == "onnx-reference-output-shape-padding"
+    # Documented non-support is `unsupported`, never a failure.
+    assert by[("2d-f64", "ort-cpu")]["verdict"] == "unsupported"
+    assert by[("2d-asym-pads", "torch-cpu")]["verdict"] == "unsupported"
+    # Negative cases: every backend refuses them, which is a pass.
+    for backend in backends:
+        assert by[("neg-group-not-dividing", backend)]["verdict"] == "pass"
+    for key in ("config_id", "label", "backend", "dtype", "verdict", "reason", "max_abs_err", "max_rel_err",
+                "bound_ratio", "expected_shape", "actual_shape", "known_divergence"):
+        assert key in records[0]
+
+
+def test_report_formats_read_the_database(smoke_run):
+    folder, _ = smoke_run
+    as_json = deploykit("conformance", "report", "--db", "r.db", "--format", "json", cwd=folder)
+    assert as_json.returncode == 0, as_json.stderr
+    assert len(json.loads(as_json.stdout)) == len(json.loads((folder / "r.json").read_text()))
+    as_md = deploykit("conformance", "report", "--db", "r.db", "--format", "md", "-o", "r.md", cwd=folder)
+    assert as_md.returncode == 0 and (folder / "r.md").read_text().startswith("| config |")
+    table = deploykit("conformance", "report", "--db", "r.db", cwd=folder)
+    assert table.returncode == 0 and "Verdicts per backend" in table.stdout
+
+
+def test_drift_exits_1(tmp_path, fault_backends):
+    proc = deploykit("conformance", "run", "--matrix", "smoke", "--backends", "drifty", "--dtypes", "float32", "--db", "d.db", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "drift" in proc.stdout and "new findings" in proc.stdout
+
+
+def test_backends_lists_everything():
+    proc = deploykit("backends")
+    assert proc.returncode == 0
+    for name in ("reference", "onnx-reference", "ort-cpu", "torch-cpu"):
+        assert name in proc.stdout
+
+
+def test_generate_writes_the_onnx_backend_test_layout(tmp_path):
+    proc = deploykit("generate", "--matrix", "smoke", "--out", str(tmp_path / "suite"))
+    assert proc.returncode == 0, proc.stderr
+    cases = sorted((tmp_path / "suite").iterdir())
+    assert len(cases) == 31
+    case = next(c for c in cases if "2d-dcgan-k4s2p1" in c.name)
+    model = onnx.load(str(case / "model.onnx"))
+    x = numpy_helper.to_array(onnx.load_tensor(str(case / "test_data_set_0" / "input_0.pb")))
+    y = numpy_helper.to_array(onnx.load_tensor(str(case / "test_data_set_0" / "output_0.pb")))
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-6)
+    meta = json.loads((case / "deploykit.json").read_text())
+    assert meta["expected_shape"] == list(y.shape) == meta["onnx_inferred_shape"]
+    same = next(c for c in cases if "2d-same-upper-output-padding" in c.name)
+    meta = json.loads((same / "deploykit.json").read_text())
+    assert meta["onnx_inferred_shape"] != meta["expected_shape"]  # recorded disagreement
+    negative = next(c for c in cases if "neg-group-not-dividing" in c.name)
+    assert not (negative / "test_data_set_0" / "output_0.pb").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["conformance", "run", "--backends", "nosuch", "--db", "x.db"], ["unknown backend 'nosuch'", "ort-cpu"]),
+        (["conformance", "run", "--matrix", "nosuch", "--db", "x.db"], ["unknown matrix 'nosuch'", "smoke"]),
+        (["conformance", "run", "--matrix", "bad.yaml", "--db", "x.db"], ["malformed YAML", "line"]),
+        (["conformance", "run", "--matrix", "invalid.yaml", "--db", "x.db"], ["group=3 does not divide in_channels=4", "expect: reject"]),
+        (["conformance", "run", "--matrix", "unknown_key.yaml", "--db", "x.db"], ["unknown key(s) stride"]),
+        (["conformance", "report", "--db", "missing.db"], ["missing.db does not exist"]),
+        (["conformance", "run", "--jobs", "0"], ["--jobs"]),
+        (["conformance", "run", "--resume", "--db", "fresh.db"], ["nothing to resume"]),
+        (["conformance", "run", "--dtypes", "float8", "--db", "x.db"], ["unknown dtype 'float8'"]),
+        (["nosuchcommand"], ["No such command"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
+    (tmp_path / "bad.yaml").write_text("cases:\n  - {input_shape: [1, 2, 3]\n")
+    (tmp_path / "invalid.yaml").write_text(
+        "cases:\n  - {input_shape: [1, 4, 5, 5], out_channels: 6, kernel_shape: [3, 3], group: 3}\n"
+    )
+    (tmp_path / "unknown_key.yaml").write_text("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3, stride: 2}\n")
+    assert_usage_error(deploykit(*args, cwd=tmp_path), *needles)
