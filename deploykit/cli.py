@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from deploykit.errors import MissingDependency, UsageError
+from deploykit.timing import MATRIX_TIMING, TimingOptions
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +69,8 @@ def backends_command() -> None:
 @click.option("--matrix", required=True, help="smoke, default, or a path to a matrix YAML")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="folder for the ONNX backend-test layout")
 @click.option("--dtypes", default=None, help="re-target every config to these dtypes (comma-separated)")
-def generate_command(matrix: str, out: Path, dtypes: str | None) -> None:
+@click.option("--dynamic-batch", is_flag=True, help="declare X's first axis as the dynamic dimension N")
+def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: bool) -> None:
     """Write each config as model.onnx + test_data_set_0 (inputs and reference outputs)."""
     from deploykit.matrix import load
     from deploykit.onnxgen import build_case, check, write_backend_test_case
@@ -76,7 +78,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None) -> None:
 
     loaded = load(matrix, _csv(dtypes))
     for spec in loaded.specs:
-        case = build_case(spec)
+        case = build_case(spec, dynamic_batch)
         if spec.is_valid:
             check(case.model)
             expected = run_spec(spec, case.x, case.w, case.b)
@@ -97,6 +99,12 @@ def generate_command(matrix: str, out: Path, dtypes: str | None) -> None:
 @click.option("--atol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--rtol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
+@click.option("--latency", is_flag=True, help="also time every passing (config, backend)")
+@click.option("--warmup-ms", type=click.FloatRange(min=0), default=MATRIX_TIMING.warmup_ms, show_default=True, help="with --latency")
+@click.option("--iterations", type=click.IntRange(min=1), default=MATRIX_TIMING.iterations, show_default=True, help="with --latency: at least this many samples")
+@click.option("--duration", type=click.FloatRange(min=0), default=MATRIX_TIMING.duration_s, show_default=True, help="with --latency: at least this many seconds of samples")
+@click.option("--include-transfers", is_flag=True, help="with --latency: time host<->device copies too")
+@click.option("--precision", type=click.Choice(["fp32", "tf32"]), default="fp32", show_default=True, help="GPU backends: allow TF32 for float32")
 def conformance_run(
     matrix: str,
     backends: str | None,
@@ -108,6 +116,12 @@ def conformance_run(
     atol: float | None,
     rtol: float | None,
     json_path: Path | None,
+    latency: bool,
+    warmup_ms: float,
+    iterations: int,
+    duration: float,
+    include_transfers: bool,
+    precision: str,
 ) -> None:
     """Run a conformance matrix; exit 1 when a non-pass result is not a known divergence."""
     from deploykit import backends as registry
@@ -125,7 +139,11 @@ def conformance_run(
         resume=resume,
         timeout=timeout,
         tolerance=tolerance,
+        latency=TimingOptions(warmup_ms, iterations, duration, include_transfers).as_dict() if latency else None,
+        precision=precision,
     )
+    if latency and jobs > 1:
+        _warn(f"--latency with --jobs {jobs}: configs are timed side by side and compete for cores; use --jobs 1 for numbers to publish")
     run_id, results, _ = run(request, stderr)
     summary(results, stdout)
     failures = [r for r in results if is_failure(r)]
@@ -174,6 +192,80 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
             raise UsageError(f"cannot write {output}: {error.strerror}") from None
     elif text:
         sys.stdout.write(text)
+
+
+@app.command("profile")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--matrix", default=None, help="profile a matrix config instead of a model file (with --config)")
+@click.option("--config", "config", default=None, help="label or id of the matrix config")
+@click.option("--backends", default="ort-cpu", show_default=True, help="comma-separated backends")
+@click.option("--shape", "shapes", multiple=True, help="NAME=1x256x32x32 for an input with dynamic axes (repeatable)")
+@click.option("--batch", default=None, help="batch sizes to sweep, e.g. 1,8,32 (dynamic first axis)")
+@click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True, help="at least this many samples")
+@click.option("--duration", type=click.FloatRange(min=0), default=1.0, show_default=True, help="at least this many seconds of samples")
+@click.option("--include-transfers", is_flag=True, help="time host<->device copies too")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="intra-op threads [default: all cores]")
+@click.option("--precision", type=click.Choice(["fp32", "tf32"]), default="fp32", show_default=True, help="GPU backends: allow TF32")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write statistics and environment here")
+def profile_command(
+    model: Path | None,
+    matrix: str | None,
+    config: str | None,
+    backends: str,
+    shapes: tuple[str, ...],
+    batch: str | None,
+    warmup_ms: float,
+    iterations: int,
+    duration: float,
+    include_transfers: bool,
+    threads: int | None,
+    precision: str,
+    json_path: Path | None,
+) -> None:
+    """Time MODEL.onnx (or one matrix config) on each backend with one method."""
+    import os
+
+    from deploykit import backends as registry
+    from deploykit.onnxread import parse_shape
+    from deploykit.profile import matrix_spec, profile, report, targets_for_model, targets_for_spec
+    from deploykit.report import profile_table
+
+    names = registry.parse(backends)
+    batches = _int_list(batch, "--batch")
+    if (model is None) == (matrix is None):
+        raise UsageError("give either MODEL.onnx or --matrix M --config LABEL")
+    if matrix is not None:
+        if not config:
+            raise UsageError("--matrix needs --config LABEL_OR_ID")
+        if shapes:
+            raise UsageError("--shape applies to MODEL.onnx, not to a matrix config")
+        spec = matrix_spec(matrix, config)
+        targets, source = targets_for_spec(spec, batches), f"matrix {matrix}: {spec.label} ({spec.id})"
+    else:
+        overrides = dict(parse_shape(text) for text in shapes)
+        targets, source = targets_for_model(model, overrides, batches), str(model)
+    options = TimingOptions(warmup_ms, iterations, duration, include_transfers)
+    rows = profile(targets, names, options, threads or os.cpu_count(), precision)
+    profile_table(rows, stdout, source)
+    if json_path:
+        _write_json(json_path, report(rows, options, source))
+
+
+def _int_list(value: str | None, option: str) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{option} {value!r} must be comma-separated positive integers, e.g. 1,8,32") from None
+    if not numbers or min(numbers) < 1:
+        raise UsageError(f"{option} {value!r} must be comma-separated positive integers, e.g. 1,8,32")
+    return numbers
+
+
+def _warn(message: str) -> None:
+    print(f"deploykit: warning: {message}", file=sys.stderr)
 
 
 def _error(message: str) -> None:

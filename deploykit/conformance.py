@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -30,7 +30,7 @@ class RunRequest:
     timeout: float = 120.0
     tolerance: Tolerance | None = None
     latency: dict | None = None
-    parameters: dict = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 def is_failure(result: Result) -> bool:
@@ -45,6 +45,7 @@ def _parameters(request: RunRequest) -> dict:
         "dtypes": request.dtypes,
         "tolerance": None if request.tolerance is None else vars(request.tolerance),
         "latency": request.latency,
+        "precision": request.precision,
         "timeout": request.timeout,
     }
 
@@ -62,6 +63,7 @@ def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
         timeout=parameters.get("timeout", request.timeout),
         tolerance=Tolerance(**tolerance) if tolerance else None,
         latency=parameters.get("latency"),
+        precision=parameters.get("precision", "fp32"),
     )
 
 
@@ -85,7 +87,9 @@ def run(request: RunRequest, console: Console) -> tuple[int, list[Result], dict]
         done = store.done(run_id)
         todo = [t for t in tasks if (t.spec.id, t.spec.expect, t.backend) not in done]
         threads = max(1, (os.cpu_count() or 1) // max(1, request.jobs))
-        options = WorkerOptions(tolerance=request.tolerance, threads=threads, latency=request.latency)
+        options = WorkerOptions(
+            tolerance=request.tolerance, threads=threads, latency=request.latency, precision=request.precision
+        )
         progress = Progress(
             TextColumn("[bold]conformance"),
             BarColumn(),

@@ -21,6 +21,7 @@ from deploykit.metrics import Tolerance, judge_output
 from deploykit.onnxgen import Case, build_case, inferred_output_shape
 from deploykit.reference import magnitude, run_spec
 from deploykit.spec import ConvTransposeSpec
+from deploykit.timing import TimingOptions, measure, timed_ms
 
 
 @dataclass
@@ -88,9 +89,11 @@ class Executor:
         known: list[divergences.Divergence] | None = None,
         cache_size: int = 8,
         latency: dict | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.tolerance = tolerance
-        self.latency = latency
+        self.latency = latency  # TimingOptions fields; None = no timing
+        self.precision = precision
         self.threads = threads
         self.known = divergences.load() if known is None else known
         self._backends: dict[str, tuple[Backend, Availability]] = {}
@@ -100,6 +103,7 @@ class Executor:
     def backend(self, name: str) -> tuple[Backend, Availability]:
         if name not in self._backends:
             backend = registry.get(name)
+            backend.precision = self.precision
             self._backends[name] = (backend, backend.probe())
         return self._backends[name]
 
@@ -129,6 +133,16 @@ class Executor:
             result.known_divergence = known.id if known else None
         return result
 
+    def _time(self, runner, case: Case, setup_ms: float, result: Result) -> None:
+        """Latency of a prepared runner (session creation stays outside the timed region)."""
+        options = TimingOptions(**self.latency)
+        stats = measure(runner.iteration(case.feeds, options.include_transfers), options)
+        result.latency_median_ms = stats.median_ms
+        result.latency_p99_ms = stats.p99_ms
+        result.latency_cv = stats.cv
+        result.gflops = stats.gflops(case.spec.flops)
+        result.setup_ms = setup_ms
+
     def _run(self, spec: ConvTransposeSpec, backend_name: str) -> Result:
         result = Result(
             config_id=spec.id,
@@ -153,10 +167,16 @@ class Executor:
         if prepared.inferred_shape is not None:
             result.onnx_inferred_shape = list(prepared.inferred_shape)
         runner = backend.runner(prepared.case, self.threads)
+        timing_problem = None
         try:
-            runner.activate()
+            _, setup_ms = timed_ms(runner.activate)
             try:
                 output = np.asarray(runner.infer(prepared.case.feeds))
+                if self.latency is not None and spec.expect == "accept":
+                    try:
+                        self._time(runner, prepared.case, setup_ms, result)
+                    except Exception as error:  # noqa: BLE001 - timing must not change the verdict
+                        timing_problem = f"latency not measured: {one_line(error)}"
             finally:
                 runner.deactivate()
         except Exception as error:  # noqa: BLE001 - any refusal is a finding, not a deploykit crash
@@ -180,6 +200,8 @@ class Executor:
             backend.rounds_before_bias(spec.dtype),
         )
         result.verdict, result.reason = verdict, reason
+        if timing_problem:
+            result.reason = f"{reason}; {timing_problem}" if reason else timing_problem
         if drift is not None:
             result.max_abs_err = drift.max_abs_err
             result.max_rel_err = drift.max_rel_err

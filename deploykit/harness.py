@@ -34,6 +34,7 @@ class WorkerOptions:
     tolerance: Tolerance | None = None
     threads: int | None = None
     latency: dict | None = None  # timing options when the run measures latency
+    precision: str = "fp32"
 
 
 def _worker_main(conn: Connection, options: WorkerOptions) -> None:
@@ -41,7 +42,9 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     if options.threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
-    executor = Executor(tolerance=options.tolerance, threads=options.threads, latency=options.latency)
+    executor = Executor(
+        tolerance=options.tolerance, threads=options.threads, latency=options.latency, precision=options.precision
+    )
     while True:
         try:
             message = conn.recv()

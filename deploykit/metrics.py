@@ -47,6 +47,7 @@ UNIT_ROUNDOFF: dict[str, float] = {
     "float32": 2.0**-24,
     "float16": 2.0**-11,
     "bfloat16": 2.0**-8,
+    "tfloat32": 2.0**-11,  # TF32 tensor cores round inputs to a 10-bit mantissa, accumulate in float32
 }
 
 
@@ -77,8 +78,13 @@ def error_bound(
     """
     terms = spec.products_per_output + (1 if spec.bias else 0)
     u_out = UNIT_ROUNDOFF[spec.dtype]
+    if accumulate == "tfloat32":
+        # Each product's two inputs are rounded to TF32 (gamma_2), the sum runs in float32.
+        relative = gamma(2, UNIT_ROUNDOFF["tfloat32"]) + gamma(terms, UNIT_ROUNDOFF["float32"])
+    else:
+        relative = gamma(terms, UNIT_ROUNDOFF[accumulate])
     bound = (
-        gamma(terms, UNIT_ROUNDOFF[accumulate]) * magnitude * (1 + u_out)
+        relative * magnitude * (1 + u_out)
         + u_out * np.abs(reference)
         + smallest_subnormal(spec.dtype) / 2
     )

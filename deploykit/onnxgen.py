@@ -36,14 +36,19 @@ MAX_IR_VERSION = 10
 
 @dataclass
 class Case:
-    """Everything one config needs to run anywhere: the model, its feeds and the raw tensors."""
+    """Everything one config needs to run anywhere: the model, its feeds and the raw tensors.
 
-    spec: ConvTransposeSpec
+    `spec` is None for an arbitrary model (`deploykit profile`) that is not one ConvTranspose node;
+    backends that run from the spec (torch, the reference) then say they cannot run it.
+    """
+
+    spec: ConvTransposeSpec | None
     model: onnx.ModelProto
     x: np.ndarray
-    w: np.ndarray
+    w: np.ndarray | None
     b: np.ndarray | None
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    input_name: str = "X"
 
     @property
     def model_bytes(self) -> bytes:
@@ -82,11 +87,17 @@ def _attributes(spec: ConvTransposeSpec) -> dict:
     return attrs
 
 
-def make_model(spec: ConvTransposeSpec, w: np.ndarray, b: np.ndarray | None) -> onnx.ModelProto:
+def make_model(
+    spec: ConvTransposeSpec, w: np.ndarray, b: np.ndarray | None, dynamic_batch: bool = False
+) -> onnx.ModelProto:
     """A one-node graph.  Y is declared with its rank only, so the checker's strict shape
-    inference never fights the runtimes; the inferred shape is read separately."""
+    inference never fights the runtimes; the inferred shape is read separately.  With
+    `dynamic_batch` the first axis of X is the named dimension "N"."""
     elem = ONNX_DTYPES[spec.dtype]
-    inputs = [helper.make_tensor_value_info("X", elem, list(spec.input_shape))]
+    x_dims: list = list(spec.input_shape)
+    if dynamic_batch:
+        x_dims[0] = "N"
+    inputs = [helper.make_tensor_value_info("X", elem, x_dims)]
     initializers = []
     node_inputs = ["X", "W"] + (["B"] if b is not None else [])
     tensors = [("W", w)] + ([("B", b)] if b is not None else [])
@@ -109,9 +120,9 @@ def make_model(spec: ConvTransposeSpec, w: np.ndarray, b: np.ndarray | None) -> 
     return model
 
 
-def build_case(spec: ConvTransposeSpec) -> Case:
+def build_case(spec: ConvTransposeSpec, dynamic_batch: bool = False) -> Case:
     x, w, b = make_inputs(spec)
-    model = make_model(spec, w, b)
+    model = make_model(spec, w, b, dynamic_batch)
     feeds = {"X": x}
     if spec.weights_as_inputs:
         feeds["W"] = w

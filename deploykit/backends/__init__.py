@@ -21,6 +21,8 @@ BUILTIN: dict[str, str] = {
     "onnx-reference": "deploykit.backends.onnx_reference:OnnxReferenceBackend",
     "ort-cpu": "deploykit.backends.ort:OrtCpuBackend",
     "torch-cpu": "deploykit.backends.torch_backend:TorchCpuBackend",
+    "ort-cuda": "deploykit.backends.ort:OrtCudaBackend",
+    "torch-cuda": "deploykit.backends.torch_backend:TorchCudaBackend",
 }
 #: What `conformance run` uses when --backends is not given: every CPU backend.
 DEFAULT_BACKENDS = ("reference", "onnx-reference", "ort-cpu", "torch-cpu")

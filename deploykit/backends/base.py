@@ -8,7 +8,7 @@ session or engine creation is never mixed with inference (and never inside a tim
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
@@ -31,6 +31,11 @@ class Runner(Protocol):
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run once and return Y as a host NumPy array."""
 
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
+        """Prepare for timing once (bind inputs and outputs on the device) and return a function
+        that runs once and returns its latency in ms.  Host copies are inside the timed region
+        only with `include_transfers`."""
+
     def deactivate(self) -> None:
         """Free the session/engine."""
 
@@ -43,6 +48,10 @@ class Backend:
     device: str = "cpu"
     #: pip extra that installs what this backend needs (shown when it is unavailable)
     extra: str | None = None
+    #: runs from the spec (not the ONNX file), so an arbitrary model must map to one spec
+    needs_spec: bool = False
+    #: "fp32" (TF32 off, the conformance default) or "tf32"; GPU backends read it
+    precision: str = "fp32"
 
     def probe(self) -> Availability:
         """Is the package importable and the hardware present?  Must not raise."""
@@ -77,6 +86,11 @@ class CallableRunner:
 
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._function(feeds)
+
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
+        from deploykit.timing import host_timed
+
+        return host_timed(lambda: self._function(feeds))
 
     def deactivate(self) -> None:
         pass

@@ -15,6 +15,7 @@ from deploykit.onnxgen import NUMPY_DTYPES, Case
 class ReferenceBackend(Backend):
     name = "reference"
     description = "deploykit float64 NumPy oracle (GEMM + col2im)"
+    needs_spec = True
 
     def probe(self) -> Availability:
         return Availability(True, np.__version__)
@@ -34,7 +35,7 @@ class ReferenceBackend(Backend):
 
         def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
             b = feeds.get("B", case.b)
-            y = run_spec(spec, feeds["X"], feeds.get("W", case.w), b if spec.bias else None)
+            y = run_spec(spec, feeds[case.input_name], feeds.get("W", case.w), b if spec.bias else None)
             return y.astype(NUMPY_DTYPES[spec.dtype])
 
         return CallableRunner(infer, prepare)

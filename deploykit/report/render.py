@@ -15,6 +15,7 @@ from rich.text import Text
 from deploykit import divergences
 from deploykit.execute import Result
 from deploykit.metrics import VERDICTS
+from deploykit.report.latency import latency_summary
 from deploykit.spec import ConvTransposeSpec
 
 #: Keys every JSON record carries first (the documented contract); the rest follow.
@@ -114,6 +115,7 @@ def summary(results: list[Result], console: Console, worst: int = 5) -> None:
             entry = divergences.match(known, ConvTransposeSpec.from_dict(r.spec), "onnx-shape-inference", "shape-mismatch")
             note = f" (known: {entry.id}, {entry.upstream})" if entry else " (new finding)"
             console.print(Text(f"  {r.label}: infers {r.onnx_inferred_shape}, spec text {r.expected_shape}{note}"))
+    latency_summary(results, console)
 
 
 def to_markdown(results: list[Result]) -> str:

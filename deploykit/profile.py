@@ -1,0 +1,142 @@
+"""`deploykit profile`: the same timing method for every backend on one model or matrix config.
+
+Each backend prepares once (session, engine, device tensors; reported as `setup_ms`), checks the
+model runs, then the timing engine samples it.  Runs in this process: profiling wants a quiet,
+single-tenant process, not the conformance harness's parallel workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deploykit import backends as registry
+from deploykit import environment
+from deploykit.errors import UsageError
+from deploykit.execute import one_line
+from deploykit.matrix import load as load_matrix
+from deploykit.onnxgen import Case, build_case
+from deploykit.onnxread import case_from_model, load_model, resolve_shapes
+from deploykit.spec import ConvTransposeSpec
+from deploykit.timing import TimingOptions, measure, timed_ms
+
+
+@dataclass
+class ProfileRow:
+    backend: str
+    batch: int
+    status: str  # ok | unsupported | unavailable | rejected
+    reason: str = ""
+    backend_version: str | None = None
+    min_ms: float | None = None
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    std_ms: float | None = None
+    cv: float | None = None
+    samples: int | None = None
+    warmup_runs: int | None = None
+    throughput_per_s: float | None = None
+    gflops: float | None = None
+    setup_ms: float | None = None
+    threads: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Target:
+    """What to profile at one batch size: a runnable case and its ConvTranspose FLOPs."""
+
+    case: Case
+    flops: int
+    batch: int
+
+
+def matrix_spec(matrix: str, config: str) -> ConvTransposeSpec:
+    """A matrix config by label or id (or an unambiguous id prefix)."""
+    specs = load_matrix(matrix).specs
+    found = [s for s in specs if config in (s.label, s.id)] or [s for s in specs if s.id.startswith(config)]
+    if len(found) != 1:
+        hint = "no config" if not found else f"{len(found)} configs"
+        raise UsageError(f"{hint} in matrix {matrix} match {config!r}; use a label or id from `deploykit generate`")
+    return found[0]
+
+
+def targets_for_model(path: Path, shapes: dict[str, tuple[int, ...]], batches: list[int] | None) -> list[Target]:
+    model = load_model(path)
+    targets = []
+    for batch in batches or [None]:
+        concrete = resolve_shapes(model, shapes, batch)
+        case, flops = case_from_model(model, concrete)
+        first = next(iter(concrete.values()), (1,))
+        targets.append(Target(case, flops, batch if batch is not None else (first[0] if first else 1)))
+    return targets
+
+
+def targets_for_spec(spec: ConvTransposeSpec, batches: list[int] | None) -> list[Target]:
+    targets = []
+    for batch in batches or [spec.batch]:
+        sized = spec.replace(input_shape=(batch, *spec.input_shape[1:]))
+        targets.append(Target(build_case(sized), sized.flops, batch))
+    return targets
+
+
+def profile(
+    targets: list[Target],
+    backend_names: list[str],
+    options: TimingOptions,
+    threads: int | None = None,
+    precision: str = "fp32",
+) -> list[ProfileRow]:
+    rows = []
+    for name in backend_names:
+        backend = registry.get(name)
+        backend.precision = precision
+        availability = backend.probe()
+        for target in targets:
+            row = ProfileRow(backend=name, batch=target.batch, status="ok", backend_version=availability.version, threads=threads)
+            rows.append(row)
+            spec = target.case.spec
+            if not availability.available:
+                row.status, row.reason = "unavailable", availability.reason
+                continue
+            if backend.needs_spec and spec is None:
+                nodes = len(target.case.model.graph.node)
+                row.status = "unsupported"
+                row.reason = f"{name} runs ONNX models only when they are one ConvTranspose node with constant weights; this one has {nodes} node(s)"
+                continue
+            reason = backend.unsupported_reason(spec) if spec is not None else None
+            if reason:
+                row.status, row.reason = "unsupported", reason
+                continue
+            runner = backend.runner(target.case, threads)
+            try:
+                _, row.setup_ms = timed_ms(runner.activate)
+                try:
+                    runner.infer(target.case.feeds)  # the model must run before it is timed
+                    stats = measure(runner.iteration(target.case.feeds, options.include_transfers), options)
+                finally:
+                    runner.deactivate()
+            except Exception as error:  # noqa: BLE001 - a refusal is a result
+                row.status, row.reason = "rejected", one_line(error)
+                continue
+            for key, value in stats.as_dict().items():
+                setattr(row, key, value)
+            row.throughput_per_s = stats.throughput_per_s(target.batch)
+            row.gflops = stats.gflops(target.flops) if target.flops else None
+    return rows
+
+
+def report(rows: list[ProfileRow], options: TimingOptions, source: str) -> dict:
+    return {
+        "source": source,
+        "timing": options.as_dict(),
+        "environment": environment.collect(),
+        "results": [row.as_dict() for row in rows],
+    }
