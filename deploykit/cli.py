@@ -252,6 +252,137 @@ def profile_command(
         _write_json(json_path, report(rows, options, source))
 
 
+@app.command("export")
+@click.argument("target")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="ONNX file to write [default: TARGET-name.onnx]")
+@click.option("--input-shape", "input_shapes", multiple=True, help="1x128x1x1 per input (repeatable); default: the factory's example inputs")
+@click.option("--opset", type=click.IntRange(11, 23), default=18, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="make axis 0 of every input dynamic ('batch')")
+@click.option("--dynamic-axis", "dynamic_axes", multiple=True, help="AXIS=NAME, a named dynamic axis on every input (repeatable)")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="[default: torch's current default]")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--verify-backends", default=",".join(("ort-cpu", "torch-cpu")), show_default=True, help="comma-separated")
+@click.option("--rtol", type=float, default=None, help="whole-model tolerance override")
+@click.option("--atol", type=float, default=None, help="whole-model tolerance override")
+@click.option("--engine", type=click.Path(path_type=Path), default=None, help="also build a TensorRT engine here")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the verification report here")
+def export_command(
+    target: str,
+    output: Path | None,
+    input_shapes: tuple[str, ...],
+    opset: int,
+    dynamic_batch: bool,
+    dynamic_axes: tuple[str, ...],
+    exporter: str | None,
+    dtype: str,
+    verify_backends: str,
+    rtol: float | None,
+    atol: float | None,
+    engine: Path | None,
+    json_path: Path | None,
+) -> None:
+    """Export TARGET (built-in example, package.module:factory or file.py:factory) to ONNX and verify it."""
+    from deploykit import backends as registry
+    from deploykit import engines
+    from deploykit.errors import lazy_import
+    from deploykit.export.exporter import ExportOptions, run_export
+    from deploykit.export.target import resolve
+    from deploykit.report.export import export_summary
+
+    lazy_import("torch", "torch", "torch")
+    if engine is not None:
+        reason = engines.availability()
+        if reason:
+            raise UsageError(f"--engine: cannot build a TensorRT engine here: {reason}")
+    backends = registry.parse(verify_backends)
+    axes = {0: "batch"} if dynamic_batch else {}
+    for text in dynamic_axes:
+        axis, sep, name = text.partition("=")
+        if not sep or not axis.isdigit() or not name:
+            raise UsageError(f"--dynamic-axis {text!r} must be AXIS=NAME, e.g. 3=time")
+        axes[int(axis)] = name
+    module, inputs = resolve(target)
+    if input_shapes:
+        import torch
+
+        shapes = [_shape(text) for text in input_shapes]
+        if inputs is not None and len(shapes) != len(inputs):
+            raise UsageError(f"--input-shape given {len(shapes)} time(s), the factory's example has {len(inputs)} input(s)")
+        inputs = tuple(torch.randn(*shape) for shape in shapes)
+    if inputs is None:
+        raise UsageError(f"TARGET {target!r} gives no example inputs; pass --input-shape, e.g. --input-shape 1x128x1x1")
+    _check_runs(module, inputs, target)
+    output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")
+    options = ExportOptions(
+        output=output, opset=opset, exporter=exporter, dtype=dtype, dynamic_axes=axes,
+        verify_backends=backends, rtol=rtol, atol=atol,
+    )
+    report = run_export(target, module, inputs, options)
+    if engine is not None and report.exit_code == 0:
+        engines.build_engine(output.read_bytes(), engine, fp16=dtype == "float16")
+        report.engine = str(engine)
+    export_summary(report, stdout)
+    if json_path:
+        _write_json(json_path, report.as_dict())
+    sys.exit(report.exit_code)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise UsageError(f"--input-shape {text!r} must look like 1x128x1x1 (positive integers)")
+    return shape
+
+
+def _check_runs(module, inputs: tuple, target: str) -> None:
+    """Run the module once so a wrong --input-shape is one line, not an exporter traceback."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    except Exception as error:  # noqa: BLE001
+        shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"{target} does not run on input shape(s) {shapes}: {first}") from None
+
+
+@app.command("lint")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--backends", default=None, help="runtimes you deploy to [default: ort-cpu,ort-cuda,torch-cpu,torch-cuda,tensorrt]")
+@click.option("--shape", "shapes", multiple=True, help="NAME=1x256x32x32 for inputs with dynamic axes")
+@click.option("--db", type=click.Path(path_type=Path), default=None, help="results database: show recorded verdicts")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the findings here")
+def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db: Path | None, json_path: Path | None) -> None:
+    """Report every ConvTranspose hazard in MODEL.onnx; exit 1 on a hazard for a requested backend."""
+    from deploykit.lint import DEFAULT_BACKENDS, as_json, lint
+    from deploykit.onnxread import load_model, parse_shape, resolve_shapes
+    from deploykit.report.export import lint_summary
+
+    requested = _csv(backends) or list(DEFAULT_BACKENDS)
+    loaded = load_model(model)
+    overrides = dict(parse_shape(text) for text in shapes)
+    try:
+        concrete = resolve_shapes(loaded, overrides)
+    except UsageError:
+        if overrides:
+            raise
+        try:  # hazards do not depend on the batch: a dynamic batch axis is linted at batch 1
+            concrete = resolve_shapes(loaded, {}, batch=1)
+        except UsageError:
+            concrete = None  # other dynamic axes without --shape: lint what shape inference reaches
+    if db is not None and not db.is_file():
+        raise UsageError(f"results database {db} does not exist")
+    reports = lint(loaded, concrete, requested, db)
+    hazards = lint_summary(reports, stdout, str(model))
+    if json_path:
+        _write_json(json_path, {"model": str(model), "backends": requested, "nodes": as_json(reports)})
+    sys.exit(1 if hazards else 0)
+
+
 def _int_list(value: str | None, option: str) -> list[int] | None:
     if not value:
         return None

@@ -6,6 +6,8 @@ missing, not ONNX, truncated, or given a shape that does not fit it fails in one
 
 from __future__ import annotations
 
+import ast
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +54,9 @@ def load_model(path: Path | str) -> onnx.ModelProto:
     if not path.is_file():
         raise UsageError(f"model {path} does not exist")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path))  # external data (weights beside the file) is read too
+    except FileNotFoundError as error:
+        raise UsageError(f"{path}: its external data file is missing ({error.filename or error})") from None
     except (DecodeError, RuntimeWarning, ValueError, OSError) as error:
         raise UsageError(f"{path} is not a readable ONNX model ({type(error).__name__}: {str(error) or 'truncated or not protobuf'})") from None
     except Exception as error:  # noqa: BLE001 - protobuf raises assorted types on garbage
@@ -233,6 +237,20 @@ def conv_transpose_nodes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
                 problem = str(error)
         found.append(ConvTransposeNode(index=index, name=name, spec=spec, problem=problem))
     return found
+
+
+def module_path(node: onnx.NodeProto) -> str | None:
+    """The torch module a node came from: dynamo's name_scopes metadata, or TorchScript's name."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = [s for s in ast.literal_eval(prop.value) if s]
+            except (ValueError, SyntaxError):
+                continue
+            return ".".join(scopes[:-1]) or None
+    if node.name.startswith("/") and node.name.count("/") >= 2:
+        return ".".join(part for part in node.name.split("/")[1:-1] if part) or None
+    return None
 
 
 def _spatial_output_shape(value, rank: int):
