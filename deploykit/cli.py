@@ -6,6 +6,7 @@ with no traceback; findings exit 1; success exits 0.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -182,9 +183,9 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
     elif format_ == "md":
         text = to_markdown(results)
     else:
-        console = Console(width=160, record=True, file=open("/dev/null", "w") if output else None)
+        console = Console(width=160, file=io.StringIO()) if output else stdout
         summary(results, console)
-        text = console.export_text() if output else ""
+        text = console.file.getvalue() if output else ""
     if output:
         try:
             output.write_text(text)

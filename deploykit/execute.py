@@ -57,6 +57,21 @@ class Result:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def for_spec(cls, spec: ConvTransposeSpec, backend: str, verdict: str = "pass", reason: str = "") -> "Result":
+        """A row with the config's identity filled in; the figures come later."""
+        return cls(
+            config_id=spec.id,
+            label=spec.label,
+            backend=backend,
+            dtype=spec.dtype,
+            verdict=verdict,
+            reason=reason,
+            expect=spec.expect,
+            spec=spec.to_dict(),
+            expected_shape=list(spec.output_full_shape) if spec.is_valid else None,
+        )
+
 
 @dataclass
 class Prepared:
@@ -144,16 +159,7 @@ class Executor:
         result.setup_ms = setup_ms
 
     def _run(self, spec: ConvTransposeSpec, backend_name: str) -> Result:
-        result = Result(
-            config_id=spec.id,
-            label=spec.label,
-            backend=backend_name,
-            dtype=spec.dtype,
-            verdict="pass",
-            expect=spec.expect,
-            spec=spec.to_dict(),
-            expected_shape=list(spec.output_full_shape) if spec.is_valid else None,
-        )
+        result = Result.for_spec(spec, backend_name)
         backend, availability = self.backend(backend_name)
         result.backend_version = availability.version
         if not availability.available:

@@ -87,19 +87,9 @@ class _Worker:
 
 
 def _failure(task: Task, verdict: str, reason: str, elapsed: float) -> Result:
-    spec = task.spec
-    return Result(
-        config_id=spec.id,
-        label=spec.label,
-        backend=task.backend,
-        dtype=spec.dtype,
-        verdict=verdict,
-        reason=reason,
-        expect=spec.expect,
-        spec=spec.to_dict(),
-        expected_shape=list(spec.output_full_shape) if spec.is_valid else None,
-        duration_ms=elapsed * 1e3,
-    )
+    result = Result.for_spec(task.spec, task.backend, verdict, reason)
+    result.duration_ms = elapsed * 1e3
+    return result
 
 
 def _death_reason(exitcode: int | None) -> str:

@@ -106,11 +106,15 @@ class OrtCpuBackend(Backend):
             ort = lazy_import("onnxruntime", "onnxruntime")
         except ImportError as error:
             return Availability(False, None, str(error))
+        self.load_provider_libraries(ort)
         if self.provider not in ort.get_available_providers():
             return Availability(
                 False, ort.__version__, f"{self.provider} is not in this onnxruntime build; {self.missing_hint}"
             )
         return Availability(True, ort.__version__)
+
+    def load_provider_libraries(self, ort) -> None:
+        """Nothing to load for the CPU provider."""
 
     def unsupported_reason(self, spec: ConvTransposeSpec) -> str | None:
         if spec.dtype not in self.kernel_dtypes:
@@ -136,18 +140,14 @@ class OrtCudaBackend(OrtCpuBackend):
     missing_hint = "pip install onnxruntime-gpu (needs an NVIDIA GPU and CUDA)"
     precision = "fp32"
 
-    def probe(self) -> Availability:
-        try:
-            ort = lazy_import("onnxruntime", "onnxruntime")
-        except ImportError as error:
-            return Availability(False, None, str(error))
+    def load_provider_libraries(self, ort) -> None:
+        """onnxruntime-gpu >= 1.21 finds the CUDA/cuDNN wheels' libraries only after preload_dlls()."""
         preload = getattr(ort, "preload_dlls", None)
         if preload is not None:
             try:
                 preload()
-            except Exception:  # noqa: BLE001 - the provider check below gives the verdict
+            except Exception:  # noqa: BLE001 - the provider check in probe() gives the verdict
                 pass
-        return super().probe()
 
     def provider_options(self) -> dict:
         return {"use_tf32": "1" if self.precision == "tf32" else "0"}
