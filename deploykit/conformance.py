@@ -47,7 +47,14 @@ def _parameters(request: RunRequest) -> dict:
         "latency": request.latency,
         "precision": request.precision,
         "timeout": request.timeout,
+        "jobs": request.jobs,
+        "threads_per_worker": _threads_per_worker(request.jobs),
     }
+
+
+def _threads_per_worker(jobs: int) -> int:
+    """Intra-op threads each worker gets, so parallel workers do not oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
 def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
@@ -86,9 +93,8 @@ def run(request: RunRequest, console: Console) -> tuple[int, list[Result], dict]
             run_id = store.start_run(matrix.name, _parameters(request), env, len(tasks))
         done = store.done(run_id)
         todo = [t for t in tasks if (t.spec.id, t.spec.expect, t.backend) not in done]
-        threads = max(1, (os.cpu_count() or 1) // max(1, request.jobs))
         options = WorkerOptions(
-            tolerance=request.tolerance, threads=threads, latency=request.latency, precision=request.precision
+            tolerance=request.tolerance, threads=_threads_per_worker(request.jobs), latency=request.latency, precision=request.precision
         )
         progress = Progress(
             TextColumn("[bold]conformance"),
