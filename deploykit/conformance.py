@@ -94,7 +94,10 @@ def run(request: RunRequest, console: Console) -> tuple[int, list[Result], dict]
         done = store.done(run_id)
         todo = [t for t in tasks if (t.spec.id, t.spec.expect, t.backend) not in done]
         options = WorkerOptions(
-            tolerance=request.tolerance, threads=_threads_per_worker(request.jobs), latency=request.latency, precision=request.precision
+            tolerance=request.tolerance,
+            threads=_threads_per_worker(request.jobs),
+            latency=request.latency,
+            precision=request.precision,
         )
         progress = Progress(
             TextColumn("[bold]conformance"),
