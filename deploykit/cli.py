@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -33,8 +35,14 @@ stdout = Console(width=160)
 stderr = Console(stderr=True, width=160)
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+def _csv(value: str | None, option: str = "") -> list[str] | None:
+    """None when the option was not given; an option given with no names is a usage error."""
+    if value is None:
+        return None
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:
+        raise UsageError(f"{option or 'option'} {value!r} names nothing; give comma-separated names")
+    return parts
 
 
 def _write_json(path: Path, payload) -> None:
@@ -77,7 +85,11 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
     from deploykit.onnxgen import build_case, check, write_backend_test_case
     from deploykit.reference import run_spec
 
-    loaded = load(matrix, _csv(dtypes))
+    loaded = load(matrix, _csv(dtypes, "--dtypes"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create the folder ({error.strerror})") from None
     for spec in loaded.specs:
         case = build_case(spec, dynamic_batch)
         if spec.is_valid:
@@ -85,7 +97,8 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
             expected = run_spec(spec, case.x, case.w, case.b)
         else:
             expected = None
-        write_backend_test_case(case, out / f"test_deploykit_{spec.label}_{spec.id}", expected)
+        safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.label).strip("._") or "config"
+        write_backend_test_case(case, out / f"test_deploykit_{safe_label}_{spec.id}", expected)
     stdout.print(f"wrote {len(loaded.specs)} test case(s) from matrix {loaded.name} to {out}")
 
 
@@ -96,7 +109,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="worker processes in parallel")
 @click.option("--resume", is_flag=True, help="finish the last unfinished run in --db")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0.1), help="seconds per (config, backend)")
+@click.option("--timeout", default=None, type=click.FloatRange(min=0.1), help="seconds per (config, backend) [default: 120; a resumed run keeps its own unless given]")
 @click.option("--atol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--rtol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
@@ -113,7 +126,7 @@ def conformance_run(
     db: Path,
     jobs: int,
     resume: bool,
-    timeout: float,
+    timeout: float | None,
     atol: float | None,
     rtol: float | None,
     json_path: Path | None,
@@ -130,11 +143,13 @@ def conformance_run(
     from deploykit.metrics import Tolerance
     from deploykit.report import summary, to_json_records
 
+    if not all(math.isfinite(v) for v in (timeout or 0.0, atol or 0.0, rtol or 0.0)):
+        raise UsageError("--timeout, --atol and --rtol must be finite numbers")
     tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
     request = RunRequest(
         matrix=matrix,
         backends=registry.parse(backends),
-        dtypes=_csv(dtypes),
+        dtypes=_csv(dtypes, "--dtypes"),
         db=db,
         jobs=jobs,
         resume=resume,
@@ -359,11 +374,16 @@ def _check_runs(module, inputs: tuple, target: str) -> None:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the findings here")
 def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db: Path | None, json_path: Path | None) -> None:
     """Report every ConvTranspose hazard in MODEL.onnx; exit 1 on a hazard for a requested backend."""
+    from deploykit import backends as registry
     from deploykit.lint import DEFAULT_BACKENDS, as_json, lint
     from deploykit.onnxread import load_model, parse_shape, resolve_shapes
     from deploykit.report.export import lint_summary
 
-    requested = _csv(backends) or list(DEFAULT_BACKENDS)
+    requested = _csv(backends, "--backends") or list(DEFAULT_BACKENDS)
+    known = set(registry.names()) | set(DEFAULT_BACKENDS)
+    unknown = [name for name in requested if name not in known]
+    if unknown:
+        raise UsageError(f"unknown backend {unknown[0]!r} for lint; known: {', '.join(sorted(known))}")
     loaded = load_model(model)
     overrides = dict(parse_shape(text) for text in shapes)
     try:
@@ -371,10 +391,9 @@ def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db:
     except UsageError:
         if overrides:
             raise
-        try:  # hazards do not depend on the batch: a dynamic batch axis is linted at batch 1
-            concrete = resolve_shapes(loaded, {}, batch=1)
-        except UsageError:
-            concrete = None  # other dynamic axes without --shape: lint what shape inference reaches
+        # Hazards do not depend on the batch: a dynamic batch axis is linted at batch 1.  Other
+        # dynamic axes change padding and shapes, so they must be given (the error says how).
+        concrete = resolve_shapes(loaded, {}, batch=1)
     if db is not None and not db.is_file():
         raise UsageError(f"results database {db} does not exist")
     reports = lint(loaded, concrete, requested, db)

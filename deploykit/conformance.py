@@ -19,6 +19,9 @@ from deploykit.metrics import SKIPPED, Tolerance
 from deploykit.store import Store
 
 
+DEFAULT_TIMEOUT = 120.0
+
+
 @dataclass
 class RunRequest:
     matrix: str
@@ -27,7 +30,7 @@ class RunRequest:
     db: Path = Path("deploykit-results.db")
     jobs: int = 1
     resume: bool = False
-    timeout: float = 120.0
+    timeout: float | None = None  # None: 120 s, or what a resumed run started with
     tolerance: Tolerance | None = None
     latency: dict | None = None
     precision: str = "fp32"
@@ -39,8 +42,12 @@ def is_failure(result: Result) -> bool:
 
 
 def _parameters(request: RunRequest) -> dict:
+    """What a run is asked to do, stored so `--resume` can finish it from any directory."""
+    matrix = request.matrix
+    if Path(matrix).suffix in (".yaml", ".yml") or Path(matrix).exists():
+        matrix = str(Path(matrix).resolve())
     return {
-        "matrix": request.matrix,
+        "matrix": matrix,
         "backends": request.backends,
         "dtypes": request.dtypes,
         "tolerance": None if request.tolerance is None else vars(request.tolerance),
@@ -67,7 +74,7 @@ def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
         db=request.db,
         jobs=request.jobs,
         resume=True,
-        timeout=parameters.get("timeout", request.timeout),
+        timeout=request.timeout if request.timeout is not None else parameters.get("timeout"),
         tolerance=Tolerance(**tolerance) if tolerance else None,
         latency=parameters.get("latency"),
         precision=parameters.get("precision", "fp32"),
@@ -98,6 +105,7 @@ def run(request: RunRequest, console: Console) -> tuple[int, list[Result], dict]
             threads=_threads_per_worker(request.jobs),
             latency=request.latency,
             precision=request.precision,
+            preload=tuple(request.backends),
         )
         progress = Progress(
             TextColumn("[bold]conformance"),
@@ -116,7 +124,8 @@ def run(request: RunRequest, console: Console) -> tuple[int, list[Result], dict]
                 store.add(run_id, result)
                 progress.update(bar, advance=1, description=f"{result.label} on {result.backend}")
 
-            run_tasks(todo, record, jobs=request.jobs, timeout=request.timeout, options=options)
+            timeout = request.timeout if request.timeout is not None else DEFAULT_TIMEOUT
+            run_tasks(todo, record, jobs=request.jobs, timeout=timeout, options=options)
         store.finish_run(run_id)
         return run_id, store.results(run_id), env
     finally:

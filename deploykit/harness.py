@@ -23,6 +23,11 @@ from deploykit.metrics import Tolerance
 from deploykit.spec import ConvTransposeSpec
 
 
+READY = "ready"
+#: How long a fresh worker may take to import its runtimes before it counts as broken.
+STARTUP_LIMIT_S = 120.0
+
+
 @dataclass(frozen=True)
 class Task:
     spec: ConvTransposeSpec
@@ -35,6 +40,8 @@ class WorkerOptions:
     threads: int | None = None
     latency: dict | None = None  # timing options when the run measures latency
     precision: str = "fp32"
+    #: backends a worker loads before it says it is ready, so imports never count against --timeout
+    preload: tuple[str, ...] = ()
 
 
 def _worker_main(conn: Connection, options: WorkerOptions) -> None:
@@ -45,6 +52,12 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
     executor = Executor(
         tolerance=options.tolerance, threads=options.threads, latency=options.latency, precision=options.precision
     )
+    for name in options.preload:
+        try:
+            executor.backend(name)
+        except Exception:  # noqa: BLE001 - the task itself will report the problem
+            pass
+    conn.send(READY)
     while True:
         try:
             message = conn.recv()
@@ -64,7 +77,8 @@ class _Worker:
         self.process.start()
         child.close()
         self.task: Task | None = None
-        self.started = 0.0
+        self.ready = False
+        self.started = time.monotonic()  # start-up time until ready, then the task's time
 
     def submit(self, task: Task) -> None:
         self.task = task
@@ -101,6 +115,25 @@ def _death_reason(exitcode: int | None) -> str:
     return f"worker exited with code {exitcode}"
 
 
+def _starting(worker: _Worker, ready: list, now: float, context, options: WorkerOptions, pending: deque, on_result) -> _Worker:
+    """Advance a worker that has not said READY yet; a broken start costs the next task."""
+    if worker.conn in ready:
+        try:
+            if worker.conn.recv() == READY:
+                worker.ready = True
+                return worker
+        except (EOFError, OSError):
+            pass
+    elif now - worker.started <= STARTUP_LIMIT_S and worker.process.is_alive():
+        return worker
+    worker.process.join(timeout=5)
+    reason = f"worker failed to start ({_death_reason(worker.process.exitcode)})"
+    worker.kill()
+    if pending:
+        on_result(_failure(pending.popleft(), "crash", reason, now - worker.started))
+    return _Worker(context, options)
+
+
 def run_tasks(
     tasks: Iterable[Task],
     on_result: Callable[[Result], None],
@@ -116,13 +149,16 @@ def run_tasks(
     workers = [_Worker(context, options) for _ in range(jobs)]
     try:
         while pending or any(w.task for w in workers):
-            for index, worker in enumerate(workers):
-                if worker.task is None and pending:
+            for worker in workers:
+                if worker.ready and worker.task is None and pending:
                     worker.submit(pending.popleft())
-            busy = [w for w in workers if w.task is not None]
-            ready = wait([w.conn for w in busy], timeout=0.2)
+            waiting = [w for w in workers if w.task is not None or (not w.ready and pending)]
+            ready = wait([w.conn for w in waiting], timeout=0.2)
             now = time.monotonic()
             for index, worker in enumerate(workers):
+                if not worker.ready:
+                    workers[index] = _starting(worker, ready, now, context, options, pending, on_result)
+                    continue
                 task = worker.task
                 if task is None:
                     continue

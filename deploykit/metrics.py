@@ -7,7 +7,8 @@ Stability of Numerical Algorithms", eq. 3.5), and a final rounding to the output
     |y - ref| <= gamma_K(u_acc) * (|W| (*) |X| + |B|) * (1 + u_out) + u_out * |ref| + eta_out / 2
 
 with gamma_K(u) = K u / (1 - K u), (*) the same ConvTranspose on absolute values, and eta_out the
-smallest subnormal of the output dtype (so results that underflow are not flagged).  A backend
+smallest subnormal of the output dtype (so results that underflow are not flagged; the code adds
+the whole eta_out, since eta/2 is not representable in float64 and a zero bound would hide errors).  A backend
 that rounds the convolution to the output dtype before adding the bias declares it, and gets
 u_out * (|W| (*) |X|) more: that double rounding is legitimate, only less accurate.  Any correct
 summation order satisfies it, so `bound_ratio <= 1` is a pass whatever the dtype or size, and
@@ -86,7 +87,7 @@ def error_bound(
     bound = (
         relative * magnitude * (1 + u_out)
         + u_out * np.abs(reference)
-        + smallest_subnormal(spec.dtype) / 2
+        + smallest_subnormal(spec.dtype)  # (eta/2 would round to 0 in float64)
     )
     if rounds_before_bias and spec.bias and spec.dtype != accumulate:
         bound = bound + u_out * magnitude
@@ -118,11 +119,15 @@ def _ordered_ints(values: np.ndarray) -> np.ndarray:
 def ulp_distance(actual: np.ndarray, reference: np.ndarray, dtype: str) -> int:
     """Largest ulp distance between `actual` and the reference rounded to `dtype`."""
     np_dtype = NUMPY_DTYPES[dtype]
-    a = np.ascontiguousarray(actual.astype(np_dtype))
-    r = np.ascontiguousarray(reference.astype(np_dtype))
+    a = _ordered_ints(np.ascontiguousarray(actual.astype(np_dtype)))
+    r = _ordered_ints(np.ascontiguousarray(reference.astype(np_dtype)))
     if a.size == 0:
         return 0
-    return int(np.max(np.abs(_ordered_ints(a) - _ordered_ints(r))))
+    # |a - r| can exceed int64 for float64 (e.g. -2.0 vs 2.0): subtract in uint64, where the
+    # wrap-around of the larger minus the smaller is exact.
+    ua, ur = a.view(np.uint64), r.view(np.uint64)
+    distance = np.where(a >= r, ua - ur, ur - ua)
+    return int(distance.max())
 
 
 def measure(actual: np.ndarray, reference: np.ndarray, bound: np.ndarray, dtype: str) -> Drift:
@@ -136,7 +141,8 @@ def measure(actual: np.ndarray, reference: np.ndarray, bound: np.ndarray, dtype:
     scale = float(np.max(np.abs(reference)))
     floor = max(UNIT_ROUNDOFF[dtype] * 2 * scale, np.finfo(np.float64).tiny)
     rel = diff / np.maximum(np.abs(reference), floor)
-    ratio = diff / bound
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bound > 0, diff / bound, np.where(diff > 0, np.inf, 0.0))
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
     norm = float(np.linalg.norm(reference))
     return Drift(

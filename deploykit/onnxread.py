@@ -111,6 +111,7 @@ def resolve_shapes(
         if name not in names:
             raise UsageError(f"--shape names {name!r}, but the model's inputs are: {', '.join(names) or 'none'}")
     shapes: dict[str, tuple[int, ...]] = {}
+    batch_applied = False
     for graph_input in inputs:
         if graph_input.name in overrides:
             shape = overrides[graph_input.name]
@@ -129,6 +130,7 @@ def resolve_shapes(
             declared_batch = graph_input.dims[0]
             if not isinstance(declared_batch, int):
                 shape = (batch, *shape[1:])
+                batch_applied = True
             elif declared_batch != batch:
                 raise UsageError(
                     f"--batch {batch}: input {graph_input.name!r} has a fixed batch of {declared_batch}; export with a dynamic batch axis"
@@ -139,6 +141,8 @@ def resolve_shapes(
                 f"input {graph_input.name!r} has dynamic axes {', '.join(missing)}; give them with --shape {graph_input.name}=..."
             )
         shapes[graph_input.name] = tuple(int(d) for d in shape)
+    if batch is not None and not batch_applied:
+        raise UsageError(f"--batch {batch}: no input of the model has a dynamic batch axis")
     return shapes
 
 
@@ -202,6 +206,9 @@ def conv_transpose_nodes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
         name = node.name or f"ConvTranspose#{index}"
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+        if len(node.input) < 2 or not node.input[0] or not node.input[1]:
+            found.append(ConvTransposeNode(index, name, None, "ConvTranspose needs inputs X and W; this node lacks one"))
+            continue
         x_shape = value_shapes.get(node.input[0])
         w_shape = value_shapes.get(node.input[1])
         problem = None

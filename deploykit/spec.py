@@ -173,7 +173,9 @@ class ConvTransposeSpec:
                 f"bfloat16 ConvTranspose needs opset >= {BFLOAT16_MIN_OPSET}, got opset {self.opset}"
             )
         if self.output_shape is not None and any(self.pads):
-            raise SpecError("pads are ignored by ONNX when output_shape is set; give one or the other")
+            set_(self, "pads", (0,) * (2 * rank))  # ONNX: "If output_shape is specified pads values are ignored"
+        if self.name is not None and not isinstance(self.name, str):
+            raise SpecError(f"name must be a string, got {self.name!r}")
         if self.expect not in EXPECTATIONS:
             raise SpecError(f"expect must be 'accept' or 'reject', got {self.expect!r}")
         set_(self, "bias", bool(self.bias))

@@ -56,16 +56,23 @@ class Run:
 
 class Store:
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        """`create=False` opens an existing database read-only (reports and lint never write)."""
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise UsageError(f"results database {self.path} does not exist; run `deploykit conformance run --db {self.path}` first")
         try:
-            self.db = sqlite3.connect(str(self.path), isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as error:
+            if create:
+                self.db = sqlite3.connect(str(self.path), isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(_SCHEMA)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            else:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            # A database with tables of the same names but another layout is not ours.
+            self.db.execute(f"SELECT run_id, status, matrix, parameters, environment, planned FROM runs LIMIT 0")
+            self.db.execute(f"SELECT run_id, {', '.join(_RESULT_FIELDS)}, recorded_at FROM results LIMIT 0")
+        except sqlite3.Error as error:
             raise UsageError(f"{self.path} is not a deploykit results database ({error})") from None
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()

@@ -127,6 +127,11 @@ def test_generate_writes_the_onnx_backend_test_layout(tmp_path):
         (["conformance", "run", "--resume", "--db", "fresh.db"], ["nothing to resume"]),
         (["conformance", "run", "--dtypes", "float8", "--db", "x.db"], ["unknown dtype 'float8'"]),
         (["nosuchcommand"], ["No such command"]),
+        (["conformance", "run", "--backends", ",", "--db", "x.db"], ["names no backend"]),
+        (["conformance", "run", "--timeout", "nan", "--db", "x.db"], ["must be finite"]),
+        (["conformance", "run", "--dtypes", " , ", "--db", "x.db"], ["--dtypes", "names nothing"]),
+        (["conformance", "report", "--db", "bad.yaml"], ["is not a deploykit results database"]),
+        (["generate", "--matrix", "smoke", "--out", "bad.yaml"], ["cannot create the folder"]),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):

@@ -7,7 +7,11 @@ import textwrap
 
 import pytest
 
+import onnx
+
 from deploykit.export.examples import EXAMPLES
+from deploykit.onnxgen import build_case
+from deploykit.spec import ConvTransposeSpec
 from test_cli import assert_usage_error, deploykit
 
 pytest.importorskip("torch")
@@ -118,10 +122,16 @@ def test_lint_reads_recorded_verdicts_for_the_exact_config(tmp_path):
         (["lint", "notes.onnx"], ["not a readable ONNX model"]),
         (["lint", "truncated.onnx"], ["not a readable ONNX model"]),
         (["lint", "missing.onnx"], ["missing.onnx does not exist"]),
+        (["lint", "dynamic_hw.onnx"], ["dynamic axes 2, 3", "--shape"]),
+        (["lint", "dynamic_hw.onnx", "--shape", "X=1x2x4x4", "--backends", "ort-cpux"], ["unknown backend 'ort-cpux'"]),
     ],
 )
 def test_export_and_lint_bad_input(user_module, args, needles):
     (user_module / "notes.onnx").write_text("definitely not protobuf\n")
     (user_module / "truncated.onnx").write_bytes(b"\x08\x08\x12\x07pytorch\x1a\x05" + b"\x0a" * 3)
+    model = build_case(ConvTransposeSpec((1, 2, 4, 4), 2, (2, 2))).model
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_param = "hw"
+    onnx.save(model, str(user_module / "dynamic_hw.onnx"))
     proc = deploykit(*args, cwd=user_module, env={"PYTHONPATH": str(user_module)})
     assert_usage_error(proc, *needles)

@@ -10,7 +10,7 @@ import sys
 import time
 
 from conftest import ROOT
-from deploykit.harness import Task, run_tasks
+from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.spec import ConvTransposeSpec
 
 SPEC = ConvTransposeSpec((1, 2, 4, 4), 3, (3, 3), strides=2, pads=1)
@@ -70,3 +70,10 @@ def test_resume_after_sigkill_finishes_without_duplicates(tmp_path, fault_backen
     assert runs == [("complete", 31)]
     again = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def test_worker_start_up_does_not_count_against_the_timeout():
+    """Importing torch takes longer than this timeout; computing the config does not."""
+    got = _collect([Task(SPEC, "torch-cpu"), Task(OTHER, "torch-cpu")], timeout=0.5,
+                   options=WorkerOptions(preload=("torch-cpu",)))
+    assert {r.verdict for r in got.values()} == {"pass"}, [r.reason for r in got.values()]

@@ -69,6 +69,10 @@ def test_axes_pairs_and_cross(tmp_path):
         ("cases:\n  - {input_shape: [1, 4, 5], kernel_shape: 3}\n", "out_channels is required"),
         ("axes: [1, 2]\n", "defaults and axes must be mappings"),
         ("oops: 1\n", "unknown top-level key(s) oops"),
+        ("defaults: {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3}\naxes:\n  foo: [1, 2]\n  strides: [1, 2]\n",
+         "unknown key(s) foo"),
+        ("defaults: {input_shape: [1, 4, 5], out_channels: 4}\naxes:\n  kernel_shape: 3\n", "axis 'kernel_shape' must be a non-empty list"),
+        ("axes:\n  strides: [1]\ncross: [nope]\n", "cross must list axis names"),
         ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3, dtype: bfloat16, opset: 17}\n", "bfloat16 ConvTranspose needs opset >= 22"),
     ],
 )

@@ -78,3 +78,16 @@ def test_bound_never_zero_so_underflow_is_not_flagged():
     assert (bound > 0).all()
     drift = measure(np.full(spec.output_full_shape, 1e-8, dtype=np.float16), zeros, bound, "float16")
     assert drift.bound_ratio <= 1
+
+
+def test_float64_error_where_nothing_reaches_an_output_is_still_drift():
+    """k1 s3 without bias leaves outputs no product reaches: their bound must not be 0/0."""
+    spec = ConvTransposeSpec((1, 2, 4), 2, (1,), strides=3, bias=False, dtype="float64")
+    reference, size = _answers(spec)
+    assert (size == 0).any()
+    verdict, _, drift = judge_output(spec, reference * 1.01, reference, size, "float64")
+    assert verdict == "drift" and drift.bound_ratio > 1
+
+
+def test_float64_ulp_distance_across_signs_does_not_overflow():
+    assert ulp_distance(np.array([-2.0]), np.array([2.0]), "float64") == 2 * 0x4000000000000000

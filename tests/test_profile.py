@@ -98,6 +98,7 @@ def test_conformance_latency_columns(tmp_path):
         (["profile", "{truncated}"], ["not a readable ONNX model"]),
         (["profile", "--matrix", "smoke", "--config", "nosuch"], ["no config in matrix smoke match 'nosuch'"]),
         (["profile"], ["give either MODEL.onnx or --matrix"]),
+        (["profile", "{static}", "--batch", "1,4"], ["no input of the model has a dynamic batch axis"]),
     ],
 )
 def test_profile_bad_input_is_one_line_exit_2(dynamic_model, tmp_path, args, needles):
@@ -105,5 +106,7 @@ def test_profile_bad_input_is_one_line_exit_2(dynamic_model, tmp_path, args, nee
     text.write_text("this is not a model\n")
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(dynamic_model.read_bytes()[:300])
-    args = [a.format(model=dynamic_model, text=text, truncated=truncated) for a in args]
+    static = tmp_path / "static.onnx"
+    onnx.save(build_case(ConvTransposeSpec((1, 2, 4, 4), 2, (2, 2))).model, str(static))
+    args = [a.format(model=dynamic_model, text=text, truncated=truncated, static=static) for a in args]
     assert_usage_error(deploykit(*args, cwd=tmp_path), *needles)

@@ -287,9 +287,12 @@ def test_spec_errors():
     with pytest.raises(SpecError, match="bfloat16"):
         ConvTransposeSpec(input_shape=(1, 1, 5, 5), out_channels=1, kernel_shape=(3, 3),
                           dtype="bfloat16", opset=17)
-    with pytest.raises(SpecError, match="output_shape"):
-        ConvTransposeSpec(input_shape=(1, 1, 5, 5), out_channels=1, kernel_shape=(3, 3),
-                          pads=(1, 1, 1, 1), output_shape=(9, 9))
+    # ONNX: "If output_shape is specified pads values are ignored" -- so they are dropped.
+    ignored = ConvTransposeSpec(input_shape=(1, 1, 5, 5), out_channels=1, kernel_shape=(3, 3),
+                                pads=(1, 1, 1, 1), output_shape=(9, 9))
+    assert ignored.pads == (0, 0, 0, 0) and ignored.output_spatial == (9, 9)
+    with pytest.raises(SpecError, match="name must be a string"):
+        ConvTransposeSpec(input_shape=(1, 1, 5), out_channels=1, kernel_shape=3, name=7)
     # bfloat16 is fine from opset 22 on.
     ConvTransposeSpec(input_shape=(1, 1, 5, 5), out_channels=1, kernel_shape=(3, 3),
                       dtype="bfloat16", opset=22)

@@ -59,9 +59,11 @@ def get(name: str) -> Backend:
 
 def parse(csv: str | None) -> list[str]:
     """Names from a comma-separated --backends value, checked against the registry."""
-    if not csv:
+    if csv is None:
         return list(DEFAULT_BACKENDS)
     requested = [part.strip() for part in csv.split(",") if part.strip()]
+    if not requested:
+        raise UsageError(f"--backends {csv!r} names no backend; known backends: {', '.join(names())}")
     known = names()
     for name in requested:
         if name not in known:

@@ -124,8 +124,13 @@ def export_model(module, inputs: tuple, options: ExportOptions) -> onnx.ModelPro
 
 
 def _flatten(value) -> list:
+    """Outputs in the order the exporters flatten them (tuples, lists, dict values)."""
+    if isinstance(value, dict):
+        return [item for part in value.values() for item in _flatten(part)]
     if isinstance(value, (tuple, list)):
         return [item for part in value for item in _flatten(part)]
+    if not hasattr(value, "detach"):
+        raise UsageError(f"the module returns a {type(value).__name__}; deploykit verifies tensor outputs only")
     return [value]
 
 

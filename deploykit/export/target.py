@@ -38,6 +38,8 @@ def _load_factory(target: str):
             module = importlib.import_module(location)
     except UsageError:
         raise
+    except SystemExit as error:
+        raise UsageError(f"TARGET {target!r} called sys.exit({error.code}) while importing") from None
     except Exception as error:  # noqa: BLE001 - whatever the user's module raises on import
         raise UsageError(f"TARGET {target!r} does not import: {type(error).__name__}: {error}") from None
     factory = getattr(module, attribute, None)
@@ -53,6 +55,8 @@ def resolve(target: str) -> tuple[Any, tuple | None]:
         made = factory()
     except UsageError:
         raise
+    except SystemExit as error:
+        raise UsageError(f"factory {target!r} called sys.exit({error.code})") from None
     except Exception as error:  # noqa: BLE001
         first = str(error).splitlines()[0] if str(error) else ""
         raise UsageError(f"factory {target!r} raised {type(error).__name__}: {first}") from None
