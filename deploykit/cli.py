@@ -344,11 +344,10 @@ def export_command(
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) < 1:
+    from deploykit.onnxread import parse_dims
+
+    shape = parse_dims(text)
+    if shape is None:
         raise UsageError(f"--input-shape {text!r} must look like 1x128x1x1 (positive integers)")
     return shape
 

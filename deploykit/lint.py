@@ -73,10 +73,8 @@ def findings_for(spec: ConvTransposeSpec, backends: list[str], table: list[diver
     return found + _advice(spec)
 
 
-_SIGNATURE = ("rank", "kernel_shape", "strides", "dilations", "output_padding", "group", "auto_pad", "output_shape", "dtype")
-
-
 def _signature(spec: dict) -> dict:
+    """The attributes that decide how a runtime treats a config (distance counts differences)."""
     rank = len(spec["input_shape"]) - 2
     return {
         "rank": rank,
@@ -106,7 +104,7 @@ def db_verdicts(store: Store, spec: ConvTransposeSpec, nearest: int = 2) -> tupl
             candidate = _signature(json.loads(row[6]))
         except (TypeError, ValueError, KeyError):
             continue
-        distance = sum(candidate[k] != target[k] for k in _SIGNATURE)
+        distance = sum(candidate[k] != target[k] for k in target)
         scored.setdefault(row[0], (distance, []))[1].append(row)
     if not scored:
         return [], None

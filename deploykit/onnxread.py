@@ -34,10 +34,6 @@ class GraphInput:
     elem_type: int
     dims: tuple[int | str | None, ...]  # int: fixed, str: named dynamic axis, None: unknown
 
-    @property
-    def is_dynamic(self) -> bool:
-        return any(not isinstance(d, int) for d in self.dims)
-
 
 @dataclass
 class ConvTransposeNode:
@@ -86,17 +82,21 @@ def graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
     return found
 
 
+def parse_dims(text: str) -> tuple[int, ...] | None:
+    """`1x256x32x32` -> (1, 256, 32, 32); None unless every dimension is a positive integer."""
+    try:
+        shape = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        return None
+    return shape if shape and min(shape) >= 1 else None
+
+
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """`NAME=1x256x32x32` -> ("NAME", (1, 256, 32, 32))."""
     name, sep, dims = text.partition("=")
-    try:
-        if not sep or not name:
-            raise ValueError
-        shape = tuple(int(d) for d in dims.lower().split("x"))
-        if any(d < 1 for d in shape):
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--shape {text!r} is not NAME=DxDx...D with positive integers (e.g. X=1x256x32x32)") from None
+    shape = parse_dims(dims) if sep and name else None
+    if shape is None:
+        raise UsageError(f"--shape {text!r} is not NAME=DxDx...D with positive integers (e.g. X=1x256x32x32)")
     return name, shape
 
 
@@ -159,17 +159,14 @@ def with_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> o
     return fixed
 
 
-def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - partial information is still useful
-        inferred = model
+def _value_shapes(inferred: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Shapes of every value of a model that shape inference has already run on."""
     shapes = {}
     for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         tensor = value.type.tensor_type
         if tensor.HasField("shape"):
             shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-    for tensor in model.graph.initializer:
+    for tensor in inferred.graph.initializer:
         shapes[tensor.name] = tuple(tensor.dims)
     return shapes
 
@@ -193,9 +190,9 @@ def conv_transpose_nodes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
     shaped = with_shapes(model, shapes) if shapes else model
     try:
         inferred = onnx.shape_inference.infer_shapes(shaped, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - partial information is still useful
         inferred = shaped
-    value_shapes = _value_shapes(shaped)
+    value_shapes = _value_shapes(inferred)
     elem_types = _elem_types(inferred)
     initializers = {t.name for t in model.graph.initializer}
     opset = default_opset(model)

@@ -8,10 +8,7 @@ from rich.text import Text
 
 from deploykit import divergences
 from deploykit.hazards import HAZARDS
-
-
-def _g(value) -> str:
-    return "-" if value is None else f"{value:.3g}"
+from deploykit.report.cells import fmt
 
 
 def export_summary(report, console: Console) -> None:
@@ -21,7 +18,7 @@ def export_summary(report, console: Console) -> None:
     for column in ("backend", "output", "verdict", "max_abs_err", "max_rel_err", "rel_l2_err", "reason"):
         outputs.add_column(column)
     for o in report.outputs:
-        outputs.add_row(o.backend, o.output, o.verdict, _g(o.max_abs_err), _g(o.max_rel_err), _g(o.rel_l2_err), Text(o.reason))
+        outputs.add_row(o.backend, o.output, o.verdict, fmt(o.max_abs_err), fmt(o.max_rel_err), fmt(o.rel_l2_err), Text(o.reason))
     console.print(outputs)
     layers = Table(title="ConvTranspose layers through the conformance engine", title_justify="left")
     for column in ("node", "module", "config", "backend", "verdict", "reason"):

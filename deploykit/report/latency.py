@@ -10,10 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deploykit.execute import Result
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+from deploykit.report.cells import fmt
 
 
 def profile_table(rows: list, console: Console, source: str) -> None:
@@ -27,9 +24,9 @@ def profile_table(rows: list, console: Console, source: str) -> None:
             notes.append(f"{row.backend} (batch {row.batch}): {row.status}: {row.reason}")
             continue
         table.add_row(
-            row.backend, str(row.batch), _num(row.median_ms, ".4g"), _num(row.p90_ms, ".4g"), _num(row.p99_ms, ".4g"),
-            _num(row.cv, ".1%"), str(row.samples), _num(row.throughput_per_s, ".4g"), _num(row.gflops, ".3g"),
-            _num(row.setup_ms, ".4g"), str(row.threads or "-"),
+            row.backend, str(row.batch), fmt(row.median_ms, ".4g"), fmt(row.p90_ms, ".4g"), fmt(row.p99_ms, ".4g"),
+            fmt(row.cv, ".1%"), str(row.samples), fmt(row.throughput_per_s, ".4g"), fmt(row.gflops, ".3g"),
+            fmt(row.setup_ms, ".4g"), str(row.threads or "-"),
         )
         notes.extend(f"{row.backend} (batch {row.batch}): warning: {w}" for w in row.warnings)
     console.print(table)
@@ -63,7 +60,7 @@ def latency_summary(results: list[Result], console: Console, slowest: int = 3) -
         values = ratios.get(backend)
         mean = math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
         noisy = sum((r.latency_cv or 0) > 0.025 for r in rows)
-        speed.add_row(backend, str(len(rows)), _num(mean, ".3g"), str(wins.get(backend, 0)), str(noisy))
+        speed.add_row(backend, str(len(rows)), fmt(mean, ".3g"), str(wins.get(backend, 0)), str(noisy))
     console.print(speed)
     slow = Table(title=f"Slowest {slowest} configs per backend", title_justify="left")
     for column in ("backend", "config", "median ms", "p99 ms", "CV", "GFLOP/s", "setup ms"):
@@ -71,7 +68,7 @@ def latency_summary(results: list[Result], console: Console, slowest: int = 3) -
     for backend, rows in by_backend.items():
         for r in sorted(rows, key=lambda r: -r.latency_median_ms)[:slowest]:
             slow.add_row(
-                backend, r.label, _num(r.latency_median_ms, ".4g"), _num(r.latency_p99_ms, ".4g"),
-                _num(r.latency_cv, ".1%"), _num(r.gflops, ".3g"), _num(r.setup_ms, ".4g"),
+                backend, r.label, fmt(r.latency_median_ms, ".4g"), fmt(r.latency_p99_ms, ".4g"),
+                fmt(r.latency_cv, ".1%"), fmt(r.gflops, ".3g"), fmt(r.setup_ms, ".4g"),
             )
     console.print(slow)

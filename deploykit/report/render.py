@@ -15,6 +15,7 @@ from rich.text import Text
 from deploykit import divergences
 from deploykit.execute import Result
 from deploykit.metrics import VERDICTS
+from deploykit.report.cells import fmt
 from deploykit.report.latency import latency_summary
 from deploykit.spec import ConvTransposeSpec
 
@@ -33,10 +34,6 @@ def to_json_records(results: Iterable[Result]) -> list[dict]:
         data = result.as_dict()
         records.append({key: data[key] for key in JSON_KEYS})
     return records
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
 
 
 def _known_text(known_id: str | None, table: dict[str, divergences.Divergence]) -> str:
@@ -91,7 +88,7 @@ def summary(results: list[Result], console: Console, worst: int = 5) -> None:
         for column in ("config", "backend", "bound_ratio", "max_abs_err", "max_rel_err", "max_ulp"):
             drift.add_column(column, justify="left" if column in ("config", "backend") else "right")
         for r in measured:
-            drift.add_row(r.label, r.backend, _fmt(r.bound_ratio), _fmt(r.max_abs_err), _fmt(r.max_rel_err), str(r.max_ulp_err))
+            drift.add_row(r.label, r.backend, fmt(r.bound_ratio), fmt(r.max_abs_err), fmt(r.max_rel_err), str(r.max_ulp_err))
         console.print(drift)
 
     findings = [r for r in results if r.verdict != "pass"]
@@ -127,7 +124,7 @@ def to_markdown(results: list[Result]) -> str:
     for r in results:
         reason = r.reason.replace("|", "\\|")
         lines.append(
-            f"| {r.label} | {r.config_id} | {r.backend} | {r.verdict} | {_fmt(r.bound_ratio)} | {_fmt(r.max_abs_err)}"
+            f"| {r.label} | {r.config_id} | {r.backend} | {r.verdict} | {fmt(r.bound_ratio)} | {fmt(r.max_abs_err)}"
             f" | {reason} | {_known_text(r.known_divergence, known_table)} |"
         )
     return "\n".join(lines) + "\n"
