@@ -45,11 +45,15 @@ def _csv(value: str | None, option: str = "") -> list[str] | None:
     return parts
 
 
-def _write_json(path: Path, payload) -> None:
+def _write_text(path: Path, text: str) -> None:
     try:
-        path.write_text(json.dumps(payload, indent=2) + "\n")
+        path.write_text(text)
     except OSError as error:
         raise UsageError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _write_json(path: Path, payload) -> None:
+    _write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 @app.command("backends")
@@ -202,10 +206,7 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
         summary(results, console)
         text = console.file.getvalue() if output else ""
     if output:
-        try:
-            output.write_text(text)
-        except OSError as error:
-            raise UsageError(f"cannot write {output}: {error.strerror}") from None
+        _write_text(output, text)
     elif text:
         sys.stdout.write(text)
 

@@ -107,7 +107,7 @@ class Executor:
         precision: str = "fp32",
     ) -> None:
         self.tolerance = tolerance
-        self.latency = latency  # TimingOptions fields; None = no timing
+        self.timing = None if latency is None else TimingOptions(**latency)  # None: no timing
         self.precision = precision
         self.threads = threads
         self.known = divergences.load() if known is None else known
@@ -150,8 +150,7 @@ class Executor:
 
     def _time(self, runner, case: Case, setup_ms: float, result: Result) -> None:
         """Latency of a prepared runner (session creation stays outside the timed region)."""
-        options = TimingOptions(**self.latency)
-        stats = measure(runner.iteration(case.feeds, options.include_transfers), options)
+        stats = measure(runner.iteration(case.feeds, self.timing.include_transfers), self.timing)
         result.latency_median_ms = stats.median_ms
         result.latency_p99_ms = stats.p99_ms
         result.latency_cv = stats.cv
@@ -178,7 +177,7 @@ class Executor:
             _, setup_ms = timed_ms(runner.activate)
             try:
                 output = np.asarray(runner.infer(prepared.case.feeds))
-                if self.latency is not None and spec.expect == "accept":
+                if self.timing is not None and spec.expect == "accept":
                     try:
                         self._time(runner, prepared.case, setup_ms, result)
                     except Exception as error:  # noqa: BLE001 - timing must not change the verdict
