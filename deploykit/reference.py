@@ -10,12 +10,13 @@ magnitude term of the rounding-error bound, which is why `magnitude` is public.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 import numpy as np
 
-from deploykit.spec import AUTO_PADS, ConvTransposeSpec, resolve_pads
+from deploykit.spec import AUTO_PADS, ConvTransposeSpec, natural_size, resolve_pads
 
 
 def conv_transpose(
@@ -61,21 +62,43 @@ def conv_transpose(
         in_spatial, kernel, strides, dilations, output_padding, pads, auto_pad, output_shape
     )
 
+    natural = natural_size(in_spatial, kernel, strides, dilations, output_padding)
+    sizes = [n - b_ - e_ for n, b_, e_ in zip(natural, begin, end)]
+    if min(sizes) < 1:
+        raise ValueError(f"output spatial size {sizes} has an axis below 1")
+    full = _scatter_taps(_tap_columns(x, w, group), kernel, strides, dilations, output_padding)
+    out = _crop_or_extend(full, begin, end)
+    if b is not None:
+        out += np.asarray(b, dtype=np.float64).reshape(1, out.shape[1], *([1] * rank))
+    return out
+
+
+def _tap_columns(x: np.ndarray, w: np.ndarray, group: int) -> np.ndarray:
+    """W_g^T @ X_g for every group in one batched GEMM: [N, M, taps, *in_spatial].
+
+    Entry [n, m, t, p] is the sum over the group's input channels of w * x for kernel tap t and
+    input pixel p: the partial sum a GEMM + col2im runtime computes before it adds taps together.
+    """
+    batch, channels, *in_spatial = x.shape
     per_group_in = channels // group
     per_group_out = w.shape[1]
-    out_channels = per_group_out * group
-    taps = math.prod(kernel)
-    pixels = math.prod(in_spatial)
-
-    # One GEMM per group, all groups in one batched call: (G, Mg*K, Cg) @ (N, G, Cg, P).
+    taps = math.prod(w.shape[2:])
     w_groups = w.reshape(group, per_group_in, per_group_out * taps).transpose(0, 2, 1)
-    x_groups = x.reshape(batch, group, per_group_in, pixels)
-    columns = np.matmul(w_groups, x_groups).reshape(batch, out_channels, taps, *in_spatial)
+    x_groups = x.reshape(batch, group, per_group_in, math.prod(in_spatial))
+    # (G, Mg*K, Cg) @ (N, G, Cg, P) -> (N, G, Mg*K, P)
+    return np.matmul(w_groups, x_groups).reshape(batch, per_group_out * group, taps, *in_spatial)
 
-    natural = [
-        s * (n - 1) + op + (k - 1) * d + 1
-        for n, k, s, d, op in zip(in_spatial, kernel, strides, dilations, output_padding)
-    ]
+
+def _scatter_taps(
+    columns: np.ndarray,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    output_padding: Sequence[int],
+) -> np.ndarray:
+    """col2im: add each tap's columns into the natural (uncropped) output, one strided add per tap."""
+    batch, out_channels, _, *in_spatial = columns.shape
+    natural = natural_size(in_spatial, kernel, strides, dilations, output_padding)
     full = np.zeros((batch, out_channels, *natural), dtype=np.float64)
     for tap, offsets in enumerate(np.ndindex(*kernel)):
         window = tuple(
@@ -83,14 +106,7 @@ def conv_transpose(
             for o, d, s, n in zip(offsets, dilations, strides, in_spatial)
         )
         full[(slice(None), slice(None), *window)] += columns[:, :, tap]
-
-    sizes = [n - b_ - e_ for n, b_, e_ in zip(natural, begin, end)]
-    if min(sizes) < 1:
-        raise ValueError(f"output spatial size {sizes} has an axis below 1")
-    out = _crop_or_extend(full, begin, end)
-    if b is not None:
-        out += np.asarray(b, dtype=np.float64).reshape(1, out_channels, *([1] * rank))
-    return out
+    return full
 
 
 def _check_lengths(expected: int, **attributes: Sequence[int]) -> None:
@@ -136,3 +152,56 @@ def magnitude(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarr
         None if b is None else np.abs(np.asarray(b, dtype=np.float64)),
         **attributes(spec),
     )
+
+
+def tap_magnitude(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Sum over kernel taps of |sum over channels of w * x|, cropped like the output.
+
+    A runtime that rounds each tap's partial sum before adding the taps (GEMM + col2im in the
+    output dtype) makes rounding errors proportional to these partial sums, not to |W| (*) |X|,
+    which cancellation inside a tap can make much larger.
+    """
+    columns = np.abs(_tap_columns(np.asarray(x, np.float64), np.asarray(w, np.float64), spec.group))
+    full = _scatter_taps(columns, spec.kernel_shape, spec.strides, spec.dilations, spec.output_padding)
+    return _crop_or_extend(full, *spec.resolved_pads())
+
+
+def tap_count(spec: ConvTransposeSpec) -> np.ndarray:
+    """How many kernel taps col2im adds into each output position: [1, 1, *output_spatial].
+
+    Positions that no tap reaches (a kernel extent below the stride, zero extension) get 0.
+    """
+    ones = np.ones((1, 1, math.prod(spec.kernel_shape), *spec.in_spatial))
+    full = _scatter_taps(ones, spec.kernel_shape, spec.strides, spec.dilations, spec.output_padding)
+    return _crop_or_extend(full, *spec.resolved_pads())
+
+
+class ExactAnswer:
+    """The float64 output of one case and the magnitudes its rounding-error bound is built from.
+
+    `output` and `magnitude` are computed at once; the per-tap statistics only when a backend's
+    accumulation model needs them (see deploykit.bound), since they cost another GEMM.
+    """
+
+    def __init__(self, spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> None:
+        self.spec = spec
+        self._x, self._w, self._b = x, w, b
+        self.output = run_spec(spec, x, w, b)
+        #: |W| (*) |X| without the bias: the products' share of the bound
+        self.product_magnitude = magnitude(spec, x, w, None)
+        #: |W| (*) |X| + |B|
+        self.magnitude = self.product_magnitude + self._bias_magnitude()
+
+    def _bias_magnitude(self) -> np.ndarray | float:
+        """|B| broadcast over the output (0 without a bias)."""
+        if self._b is None:
+            return 0.0
+        return np.abs(np.asarray(self._b, np.float64)).reshape(1, -1, *([1] * self.spec.rank))
+
+    @functools.cached_property
+    def tap_magnitude(self) -> np.ndarray:
+        return tap_magnitude(self.spec, self._x, self._w)
+
+    @functools.cached_property
+    def tap_count(self) -> np.ndarray:
+        return tap_count(self.spec)

@@ -55,6 +55,24 @@ def kernel_extent(kernel: int, dilation: int) -> int:
     return (kernel - 1) * dilation + 1
 
 
+def natural_size(
+    in_spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    output_padding: Sequence[int],
+) -> tuple[int, ...]:
+    """Output size before padding, per axis: stride*(in-1) + output_padding + kernel extent.
+
+    The one place this formula lives: padding resolution, the spec's shapes and the reference's
+    col2im buffer all read it from here.
+    """
+    return tuple(
+        s * (n - 1) + op + kernel_extent(k, d)
+        for n, k, s, d, op in zip(in_spatial, kernel, strides, dilations, output_padding)
+    )
+
+
 def split_total_padding(total: int, tail_heavy: bool) -> tuple[int, int]:
     """Split total padding as the spec's pseudo-code does, with Python's floor division.
 
@@ -82,10 +100,7 @@ def resolve_pads(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Return (begin, end) pads per spatial axis; negative values mean zero extension."""
     rank = len(in_spatial)
-    natural = [
-        strides[i] * (in_spatial[i] - 1) + output_padding[i] + kernel_extent(kernel[i], dilations[i])
-        for i in range(rank)
-    ]
+    natural = natural_size(in_spatial, kernel, strides, dilations, output_padding)
     if output_shape is not None:
         targets: list[int] | None = list(output_shape)
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -206,12 +221,7 @@ class ConvTransposeSpec:
     @property
     def natural_spatial(self) -> tuple[int, ...]:
         """Output size before padding: stride*(in-1) + output_padding + kernel extent."""
-        return tuple(
-            s * (n - 1) + op + kernel_extent(k, d)
-            for n, k, s, d, op in zip(
-                self.in_spatial, self.kernel_shape, self.strides, self.dilations, self.output_padding
-            )
-        )
+        return natural_size(self.in_spatial, self.kernel_shape, self.strides, self.dilations, self.output_padding)
 
     def resolved_pads(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(begin, end) pads the spec text implies; negative values mean zero extension."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    from deploykit.bound import Accumulation
     from deploykit.onnxgen import Case
     from deploykit.spec import ConvTransposeSpec
 
@@ -61,13 +62,16 @@ class Backend:
         """A documented limit of the backend for this config, or None when it should run it."""
         return None
 
-    def accumulation(self, dtype: str) -> str:
-        """Precision the backend sums products in; float16/bfloat16 default to float32."""
-        return "float32" if dtype in ("float16", "bfloat16") else dtype
+    def accumulation(self, dtype: str) -> tuple["Accumulation", ...]:
+        """How the backend sums for `dtype`: the error bound is the largest over these models.
 
-    def rounds_before_bias(self, dtype: str) -> bool:
-        """True when the backend rounds the convolution to `dtype` and then adds the bias."""
-        return False
+        The default, one float32 sum rounded once for float16/bfloat16, is what ORT's MLAS and
+        oneDNN were measured to do; a backend that differs must declare it, with a test that
+        emulates its order (tests/test_accumulation.py).
+        """
+        from deploykit.bound import OneSum
+
+        return (OneSum("float32" if dtype in ("float16", "bfloat16") else dtype),)
 
     def runner(self, case: "Case", threads: int | None = None) -> Runner:
         raise NotImplementedError

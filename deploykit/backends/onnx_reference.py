@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, CallableRunner
+from deploykit.bound import Accumulation, TapSums
 from deploykit.onnxgen import Case
 
 
@@ -19,9 +20,13 @@ class OnnxReferenceBackend(Backend):
             return Availability(False, None, f"onnx does not import: {error}")
         return Availability(True, onnx.__version__)
 
-    def accumulation(self, dtype: str) -> str:
-        # Its col2im adds one kernel tap at a time in the input dtype, so fp16 sums round in fp16.
-        return dtype
+    def accumulation(self, dtype: str) -> tuple[Accumulation, ...]:
+        # Measured (tests/test_accumulation.py): float16 runs a float32-accumulating NumPy GEMM per
+        # kernel tap, rounds it to float16, and its col2im adds the taps (then the bias) in float16.
+        # bfloat16 is upcast to float32 for the whole computation and rounded once.
+        if dtype == "float16":
+            return (TapSums("float32", "float16"),)
+        return super().accumulation(dtype)
 
     def runner(self, case: Case, threads: int | None = None) -> CallableRunner:
         from onnx.reference import ReferenceEvaluator

@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend
+from deploykit.bound import OneSum
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
 from deploykit.spec import ConvTransposeSpec
@@ -152,7 +153,7 @@ class OrtCudaBackend(OrtCpuBackend):
     def provider_options(self) -> dict:
         return {"use_tf32": "1" if self.precision == "tf32" else "0"}
 
-    def accumulation(self, dtype: str) -> str:
+    def accumulation(self, dtype: str) -> tuple[OneSum, ...]:
         if dtype == "float32" and self.precision == "tf32":
-            return "tfloat32"
+            return (OneSum("tfloat32"),)
         return super().accumulation(dtype)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, CallableRunner
+from deploykit.bound import OneSum
 from deploykit.onnxgen import NUMPY_DTYPES, Case
 
 
@@ -20,8 +21,8 @@ class ReferenceBackend(Backend):
     def probe(self) -> Availability:
         return Availability(True, np.__version__)
 
-    def accumulation(self, dtype: str) -> str:
-        return "float64"
+    def accumulation(self, dtype: str) -> tuple[OneSum, ...]:
+        return (OneSum("float64"),)
 
     def runner(self, case: Case, threads: int | None = None) -> CallableRunner:
         from deploykit.reference import run_spec

@@ -22,7 +22,7 @@ from deploykit.spec import ConvTransposeSpec
 #: Keys every JSON record carries first (the documented contract); the rest follow.
 JSON_KEYS = (
     "config_id", "label", "backend", "dtype", "verdict", "reason", "max_abs_err", "max_rel_err",
-    "rel_l2_err", "max_ulp_err", "bound_ratio", "expected_shape", "actual_shape",
+    "rel_l2_err", "max_ulp_err", "bound_ratio", "accumulation", "float32_sum_ratio", "expected_shape", "actual_shape",
     "onnx_inferred_shape", "known_divergence", "expect", "backend_version", "duration_ms",
     "latency_median_ms", "latency_p99_ms", "latency_cv", "gflops", "setup_ms", "spec",
 )
@@ -61,6 +61,32 @@ def shape_inference_disagreements(results: Iterable[Result]) -> list[Result]:
     return found
 
 
+def narrow_accumulation(results: Iterable[Result]) -> list[str]:
+    """One line per (backend, dtype) whose model sums in float16/bfloat16, with the evidence.
+
+    Worth knowing before deploying (precision lost inside the backend), but within its measured
+    model, so not a conformance defect.  `float32_sum_ratio > 1` is a result that one float32 sum
+    could not have produced.
+    """
+    groups: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in results:
+        if r.float32_sum_ratio is not None:
+            groups[(r.backend, r.dtype)].append(r)
+    lines = []
+    for (backend, dtype), rows in sorted(groups.items()):
+        beyond = [r.float32_sum_ratio for r in rows if r.float32_sum_ratio > 1]
+        model = rows[0].accumulation
+        if beyond:
+            lines.append(
+                f"{backend} {dtype}: {len(beyond)} of {len(rows)} results are beyond what one float32 sum allows"
+                f" (worst {max(beyond):.3g}x): it sums in {dtype} ({model})"
+            )
+        else:
+            seen = f"{len(rows)} result" + ("s" if len(rows) > 1 else "")
+            lines.append(f"{backend} {dtype}: may sum in {dtype} ({model}); not seen in {seen} on this machine")
+    return lines
+
+
 def summary(results: list[Result], console: Console, worst: int = 5) -> None:
     """Verdict counts per backend, the worst drifts, and every non-pass row with its reason."""
     known_table = {d.id: d for d in divergences.load()}
@@ -90,6 +116,11 @@ def summary(results: list[Result], console: Console, worst: int = 5) -> None:
         for r in measured:
             drift.add_row(r.label, r.backend, fmt(r.bound_ratio), fmt(r.max_abs_err), fmt(r.max_rel_err), str(r.max_ulp_err))
         console.print(drift)
+    narrow = narrow_accumulation(results)
+    if narrow:
+        console.print("Accumulation below float32 (inside each backend's measured model, so not a defect):")
+        for line in narrow:
+            console.print(Text(f"  {line}"))
 
     findings = [r for r in results if r.verdict != "pass"]
     if findings:
