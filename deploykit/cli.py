@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -56,6 +57,30 @@ def _write_json(path: Path, payload) -> None:
     _write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
+def _check_writable_file(path: Path, option: str) -> None:
+    """Refuse an output path before a long run rather than after it; an existing file keeps its content."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory; give a file path")
+    existed = os.path.lexists(path)  # a dangling symlink counts: unlinking it would lose the user's link
+    try:
+        with path.open("a"):  # append mode: creates or opens, never truncates
+            pass
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write ({error.strerror})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def _check_writable_folder(path: Path, option: str) -> None:
+    """Probe with what the command will do (make a subfolder), so root, ACLs and read-only mounts all count."""
+    import tempfile
+
+    try:
+        Path(tempfile.mkdtemp(dir=path, prefix=".deploykit-probe-")).rmdir()
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write in the folder ({error.strerror})") from None
+
+
 @app.command("backends")
 def backends_command() -> None:
     """List every backend: available or not, why, and its version."""
@@ -94,6 +119,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out {out}: cannot create the folder ({error.strerror})") from None
+    _check_writable_folder(out, "--out")
     for spec in loaded.specs:
         case = build_case(spec, dynamic_batch)
         if spec.is_valid:
@@ -102,7 +128,10 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
         else:
             expected = None
         safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.label).strip("._") or "config"
-        write_backend_test_case(case, out / f"test_deploykit_{safe_label}_{spec.id}", expected)
+        try:
+            write_backend_test_case(case, out / f"test_deploykit_{safe_label}_{spec.id}", expected)
+        except OSError as error:  # e.g. the disk filled up half-way
+            raise UsageError(f"--out {out}: cannot write {error.filename or spec.label} ({error.strerror})") from None
     stdout.print(f"wrote {len(loaded.specs)} test case(s) from matrix {loaded.name} to {out}")
 
 
@@ -114,8 +143,8 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="worker processes in parallel")
 @click.option("--resume", is_flag=True, help="finish the last unfinished run in --db")
 @click.option("--timeout", default=None, type=click.FloatRange(min=0.1), help="seconds per (config, backend) [default: 120; a resumed run keeps its own unless given]")
-@click.option("--atol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
-@click.option("--rtol", type=float, default=None, help="override the rounding-error bound with a fixed tolerance")
+@click.option("--atol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
 @click.option("--latency", is_flag=True, help="also time every passing (config, backend)")
 @click.option("--warmup-ms", type=click.FloatRange(min=0), default=MATRIX_TIMING.warmup_ms, show_default=True, help="with --latency")
@@ -143,12 +172,16 @@ def conformance_run(
 ) -> None:
     """Run a conformance matrix; exit 1 when a non-pass result is not a known divergence."""
     from deploykit import backends as registry
+    from deploykit import divergences
     from deploykit.conformance import RunRequest, is_failure, run
     from deploykit.metrics import Tolerance
     from deploykit.report import summary, to_json_records
 
     if not all(math.isfinite(v) for v in (timeout or 0.0, atol or 0.0, rtol or 0.0)):
         raise UsageError("--timeout, --atol and --rtol must be finite numbers")
+    divergences.load()  # a missing or broken table fails here, before any work, not in every worker
+    if json_path:
+        _check_writable_file(json_path, "--json")
     tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
     request = RunRequest(
         matrix=matrix,

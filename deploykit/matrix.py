@@ -6,20 +6,34 @@ and the others paired within each combination) and explicit `cases:`.  Keys are 
 attribute names plus input_shape, out_channels, bias, dtype, opset, weights_as_inputs, expect
 and name.  An axis value that is a mapping sets several keys together (e.g. a rank-consistent
 input_shape + kernel_shape).  Scalars broadcast over the spatial axes (`strides: 2`).
+
+Values are checked by type (`ConvTransposeSpec` refuses `group: true` or `bias: "false"`), and
+every config gets a unique label; an error is one line naming the file, the row and the key.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from deploykit.errors import UsageError
 from deploykit.paths import MATRICES_DIR
-from deploykit.spec import BFLOAT16_MIN_OPSET, DEFAULT_OPSET, DTYPES, ConvTransposeSpec, SpecError
+from deploykit.spec import BFLOAT16_MIN_OPSET, DEFAULT_OPSET, DTYPE_SHORT, DTYPES, ConvTransposeSpec, SpecError
+from deploykit.yamlfile import read_yaml
+
+#: Top-level keys and the YAML type each must have (None, i.e. an empty value, means "not given").
+TOP_LEVEL: dict[str, tuple[type, str]] = {
+    "name": (str, "a string"),
+    "description": (str, "a string"),
+    "defaults": (dict, "a mapping"),
+    "axes": (dict, "a mapping"),
+    "expand": (str, "'pairwise' or 'product'"),
+    "cross": (list, "a list of axis names"),
+    "cases": (list, "a list of mappings"),
+}
 
 
 @dataclass
@@ -27,6 +41,24 @@ class Matrix:
     name: str
     path: Path
     specs: list[ConvTransposeSpec]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One config as written (an axes row or a case), with where it came from for error messages."""
+
+    file: str
+    row: str  # "case 3 (my-layer)", "axes row {...}"; " as float16" when --dtypes re-targets it
+    source: int  # index of the row before --dtypes re-targeting (one row may give several dtypes)
+    config: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"matrix {self.file}, {self.row}"
+
+    @property
+    def named(self) -> bool:
+        return self.config.get("name") is not None
 
 
 def builtin_names() -> list[str]:
@@ -37,8 +69,12 @@ def resolve_path(name_or_path: str) -> Path:
     """A built-in matrix name (`smoke`, `default`) or a path to a YAML file."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.is_file():
+        if candidate.is_dir():
+            raise UsageError(f"matrix {name_or_path} is a directory, not a matrix file")
+        if not candidate.exists():
             raise UsageError(f"matrix file {name_or_path} does not exist")
+        if not candidate.is_file():  # a FIFO or device would block or never end: refuse it unread
+            raise UsageError(f"matrix {name_or_path} is not a regular file")
         return candidate
     builtin = MATRICES_DIR / f"{name_or_path}.yaml"
     if builtin.is_file():
@@ -48,6 +84,22 @@ def resolve_path(name_or_path: str) -> Path:
     )
 
 
+def _read(path: Path) -> dict[str, Any]:
+    """The file's top-level mapping; unreadable, non-UTF-8 or malformed files are usage errors."""
+    data = read_yaml(path, "matrix")
+    if data is None:
+        raise UsageError(f"matrix {path} is empty: it holds no configs")
+    if not isinstance(data, dict):
+        raise UsageError(f"matrix {path}: expected a mapping with defaults/axes/cases at the top")
+    unknown = set(data) - set(TOP_LEVEL)
+    if unknown:
+        raise UsageError(f"matrix {path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}")
+    for key, (kind, what) in TOP_LEVEL.items():
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise UsageError(f"matrix {path}: {key} must be {what}, got {data[key]!r}")
+    return data
+
+
 def _with_dtype_opset(entry: dict[str, Any]) -> dict[str, Any]:
     """bfloat16 exists for ConvTranspose only from opset 22: raise the default opset for it."""
     if entry.get("dtype") == "bfloat16" and "opset" not in entry:
@@ -55,13 +107,13 @@ def _with_dtype_opset(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _retarget(entry: dict[str, Any], dtype: str) -> dict[str, Any]:
+def _retarget(entry: _Entry, dtype: str) -> _Entry:
     """The same config in another dtype (--dtypes); bfloat16 raises the opset to 22 if lower."""
-    retargeted = {**entry, "dtype": dtype}
-    opset = retargeted.get("opset", DEFAULT_OPSET)
-    if dtype == "bfloat16" and isinstance(opset, int) and opset < BFLOAT16_MIN_OPSET:
-        retargeted["opset"] = BFLOAT16_MIN_OPSET
-    return retargeted
+    config = {**entry.config, "dtype": dtype}
+    opset = config.get("opset", DEFAULT_OPSET)
+    if dtype == "bfloat16" and type(opset) is int and opset < BFLOAT16_MIN_OPSET:  # `true` is no opset: the spec says so
+        config["opset"] = BFLOAT16_MIN_OPSET
+    return _Entry(entry.file, f"{entry.row} as {dtype}", entry.source, config)
 
 
 def _merge(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -75,25 +127,27 @@ def _axis_value(key: str, value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {key: value}
 
 
-def _build(entry: dict[str, Any], where: str) -> ConvTransposeSpec:
+def _build(entry: _Entry) -> ConvTransposeSpec:
     try:
-        return ConvTransposeSpec.from_dict(_with_dtype_opset(entry))
+        return ConvTransposeSpec.from_dict(_with_dtype_opset(entry.config))
     except (SpecError, TypeError) as error:
-        raise UsageError(f"{where}: {error}") from None
+        raise UsageError(f"{entry.where}: {error}") from None
 
 
-def _axes_rows(axes: dict[str, list[Any]], expand: str, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+def _axes_rows(axes: dict[str, list[Any]], expand: str, base: _Entry) -> list[_Entry]:
+    """Expand `axes` over `base`, skipping rows that break an ONNX rule (a typo is still an error)."""
     keys = list(axes)
     values = [list(axes[k]) for k in keys]
 
-    def entry(row: list[Any]) -> dict[str, Any]:
-        return _merge(defaults, *(_axis_value(k, v) for k, v in zip(keys, row)))
+    def entry(row: list[Any]) -> _Entry:
+        described = ", ".join(filter(None, [base.row, *(f"{k!r}: {v!r}" for k, v in zip(keys, row))]))
+        config = _merge(base.config, *(_axis_value(k, v) for k, v in zip(keys, row)))
+        return _Entry(base.file, f"axes row {{{described}}}", base.source, config)
 
     def usable(row: list[Any]) -> bool:
-        """Skip rows that break an ONNX rule; a row deploykit cannot even build is the user's typo."""
         if len(row) < len(keys):
             return True  # allpairspy asks about partial rows; only whole rows can be judged
-        return _build(entry(row), f"axes row {dict(zip(keys, row))}").is_valid
+        return _build(entry(row)).is_valid
 
     if expand == "product":
         rows = [list(r) for r in itertools.product(*values) if usable(list(r))]
@@ -106,70 +160,119 @@ def _axes_rows(axes: dict[str, list[Any]], expand: str, defaults: dict[str, Any]
     return [entry(r) for r in rows]
 
 
+def _axes_entries(data: dict[str, Any], file: str) -> list[_Entry]:
+    """`cross:` axes go as a full product; the other axes are expanded per combination."""
+    axes = data.get("axes") or {}
+    for key, options in axes.items():
+        if not isinstance(options, list) or not options:
+            raise UsageError(f"matrix {file}: axis {key!r} must be a non-empty list of values, got {options!r}")
+    cross = data.get("cross") or []
+    if any(not isinstance(key, str) or key not in axes for key in cross):
+        raise UsageError(f"matrix {file}: cross must list axis names from axes:, got {cross!r}")
+    expand = data.get("expand") or "pairwise"
+    if expand not in ("pairwise", "product"):
+        raise UsageError(f"matrix {file}: expand must be 'pairwise' or 'product', got {expand!r}")
+    if not axes:
+        return []
+    defaults = data.get("defaults") or {}
+    inner = {k: v for k, v in axes.items() if k not in cross}
+    entries: list[_Entry] = []
+    for fixed in itertools.product(*(axes[k] for k in cross)):
+        described = ", ".join(f"{k!r}: {v!r}" for k, v in zip(cross, fixed))
+        config = _merge(defaults, *(_axis_value(k, v) for k, v in zip(cross, fixed)))
+        base = _Entry(file, described, 0, config)
+        rows = _axes_rows(inner, expand, base) if inner else [_Entry(file, f"axes row {{{described}}}", 0, config)]
+        entries.extend(rows)
+    if not entries:
+        raise UsageError(f"matrix {file}: every axes row breaks an ONNX rule, so axes: adds no config")
+    return entries
+
+
+def _case_entries(data: dict[str, Any], file: str) -> list[_Entry]:
+    defaults = data.get("defaults") or {}
+    entries = []
+    for index, case in enumerate(data.get("cases") or []):
+        if not isinstance(case, dict):
+            raise UsageError(f"matrix {file}, case {index}: expected a mapping, got {case!r}")
+        row = f"case {index}" + (f" ({case['name']})" if case.get("name") is not None else "")
+        entries.append(_Entry(file, row, 0, _merge(defaults, case)))
+    return entries
+
+
+def _checked_specs(entries: list[_Entry]) -> list[tuple[_Entry, ConvTransposeSpec]]:
+    """Build each config once: an invalid one must say `expect: reject`; one config, one name."""
+    first: dict[tuple[str, str], tuple[_Entry, ConvTransposeSpec]] = {}
+    for entry in entries:
+        spec = _build(entry)
+        problems = spec.violations()
+        if problems and spec.expect != "reject":
+            raise UsageError(
+                f"{entry.where}: invalid config ({'; '.join(problems)}); mark it `expect: reject` to keep it as a negative case"
+            )
+        if not problems and spec.expect == "reject":
+            raise UsageError(f"{entry.where}: marked `expect: reject` but the config is valid")
+        earlier = first.setdefault((spec.id, spec.expect), (entry, spec))
+        if earlier[1].name != spec.name:
+            raise UsageError(
+                f"{entry.where}: the same config as {earlier[0].row} under another name; it runs once, so keep one"
+            )
+    return list(first.values())
+
+
+def _disambiguate(label: str, members: list[tuple[_Entry, ConvTransposeSpec]]) -> list[ConvTransposeSpec]:
+    """Labels shared by several configs: a repeated user name is an error; otherwise add what differs.
+
+    Auto labels leave out the input shape and out_channels, so configs that differ only there get
+    `-1x8x5x5to4` ([N, C, *spatial] to M); one named case re-targeted by --dtypes gets `-f16`.
+    """
+    if any(entry.named for entry, _ in members) and len({entry.source for entry, _ in members}) > 1:
+        first = members[0][0]
+        second = next(entry for entry, _ in members if entry.source != first.source)
+        kind = "name" if second.named else "label"
+        raise UsageError(f"{second.where}: {kind} {label!r} is already used by {first.row} for a different config")
+    specs = [spec for _, spec in members]
+    suffix: dict[str, list[str]] = defaultdict(list)
+    if len({(s.input_shape, s.out_channels) for s in specs}) > 1:
+        for s in specs:
+            suffix[s.id].append(f"{'x'.join(map(str, s.input_shape))}to{s.out_channels}")
+    if any(entry.named for entry, _ in members) and len({s.dtype for s in specs}) > 1:
+        for s in specs:
+            suffix[s.id].append(DTYPE_SHORT[s.dtype])
+    return [s.replace(name="-".join([label, *suffix[s.id]])) if suffix[s.id] else s for s in specs]
+
+
+def _unique_labels(built: list[tuple[_Entry, ConvTransposeSpec]]) -> list[ConvTransposeSpec]:
+    """Every config gets a label no other config of the matrix has (results are read by label)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, (_, spec) in enumerate(built):
+        groups[spec.label].append(index)
+    specs = [spec for _, spec in built]
+    for label, indices in groups.items():
+        if len(indices) > 1:
+            for index, spec in zip(indices, _disambiguate(label, [built[i] for i in indices])):
+                specs[index] = spec
+    owner: dict[str, _Entry] = {}
+    for (entry, _), spec in zip(built, specs):
+        if spec.label in owner:
+            raise UsageError(
+                f"{entry.where}: label {spec.label!r} is also the label of {owner[spec.label].row}; give one a name"
+            )
+        owner[spec.label] = entry
+    return specs
+
+
 def load(name_or_path: str, dtypes: list[str] | None = None) -> Matrix:
     """Load and validate a matrix.  `dtypes` re-targets every config to each listed dtype."""
     path = resolve_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UsageError(f"matrix {path}: malformed YAML{where}: {getattr(error, 'problem', error)}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"matrix {path}: expected a mapping with defaults/axes/cases at the top")
-    unknown = set(data) - {"name", "description", "defaults", "axes", "expand", "cross", "cases"}
-    if unknown:
-        raise UsageError(f"matrix {path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}")
-    defaults = data.get("defaults") or {}
-    axes = data.get("axes") or {}
-    cases = data.get("cases") or []
-    expand = data.get("expand", "pairwise")
-    if expand not in ("pairwise", "product"):
-        raise UsageError(f"matrix {path}: expand must be 'pairwise' or 'product', got {expand!r}")
-    if not isinstance(defaults, dict) or not isinstance(axes, dict) or not isinstance(cases, list):
-        raise UsageError(f"matrix {path}: defaults and axes must be mappings, cases a list")
-
-    for key, options in axes.items():
-        if not isinstance(options, list) or not options:
-            raise UsageError(f"matrix {path}: axis {key!r} must be a non-empty list of values, got {options!r}")
-    cross = data.get("cross") or []
-    if not isinstance(cross, list) or any(not isinstance(key, str) or key not in axes for key in cross):
-        raise UsageError(f"matrix {path}: cross must list axis names from axes:, got {cross!r}")
-
-    entries: list[tuple[str, dict[str, Any]]] = []
-    if axes:
-        # `cross:` axes go as a full product; the other axes are expanded per combination.
-        inner = {k: v for k, v in axes.items() if k not in cross}
-        for fixed in itertools.product(*(axes[k] for k in cross)):
-            base = _merge(defaults, *(_axis_value(k, v) for k, v in zip(cross, fixed)))
-            rows = _axes_rows(inner, expand, base) if inner else [base]
-            for row in rows:
-                entries.append((f"matrix {path.name}, axes row {len(entries)}", row))
-    for index, case in enumerate(cases):
-        if not isinstance(case, dict):
-            raise UsageError(f"matrix {path.name}, case {index}: expected a mapping, got {case!r}")
-        label = f"matrix {path.name}, case {index}" + (f" ({case['name']})" if case.get("name") else "")
-        entries.append((label, _merge(defaults, case)))
-
+    data = _read(path)
+    entries = _axes_entries(data, path.name) + _case_entries(data, path.name)
+    if not entries:
+        raise UsageError(f"matrix {path.name} holds no configs: give cases: or axes:")
+    entries = [replace(entry, source=index) for index, entry in enumerate(entries)]
     if dtypes:
         for dtype in dtypes:
             if dtype not in DTYPES:
                 raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-        entries = [(where, _retarget(entry, dtype)) for where, entry in entries for dtype in dtypes]
-
-    specs: list[ConvTransposeSpec] = []
-    seen: set[tuple[str, str]] = set()
-    for where, entry in entries:
-        spec = _build(entry, where)
-        problems = spec.violations()
-        if problems and spec.expect != "reject":
-            raise UsageError(
-                f"{where}: invalid config ({'; '.join(problems)}); mark it `expect: reject` to keep it as a negative case"
-            )
-        if not problems and spec.expect == "reject":
-            raise UsageError(f"{where}: marked `expect: reject` but the config is valid")
-        key = (spec.id, spec.expect)
-        if key not in seen:
-            seen.add(key)
-            specs.append(spec)
-    return Matrix(name=str(data.get("name") or path.stem), path=path, specs=specs)
+        entries = [_retarget(entry, dtype) for entry in entries for dtype in dtypes]
+    specs = _unique_labels(_checked_specs(entries))
+    return Matrix(name=data.get("name") or path.stem, path=path, specs=specs)

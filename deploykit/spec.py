@@ -29,21 +29,34 @@ class SpecError(ValueError):
     """The configuration cannot be built at all (wrong lengths, negative sizes, unknown names)."""
 
 
+def _is_int(value: Any) -> bool:
+    """True for a real integer; bool is an int subclass in Python but never a size or a count."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_positive_int(value: Any, what: str) -> None:
+    if not _is_int(value) or value < 1:
+        raise SpecError(f"{what} must be a positive integer, got {value!r}")
+
+
+def _check_bool(value: Any, what: str) -> None:
+    """Refuse truthy stand-ins: `bool("false")` is True, so a quoted YAML value would flip the meaning."""
+    if not isinstance(value, bool):
+        raise SpecError(f"{what} must be true or false, got {value!r}")
+
+
 def _tuple(value: Any, length: int, what: str, default: int | None = None) -> tuple[int, ...]:
     """Normalise an attribute: None -> default, a scalar -> repeated, a list -> checked length."""
     if value is None:
         if default is None:
             raise SpecError(f"{what} is required")
         return (default,) * length
-    if isinstance(value, bool):
-        raise SpecError(f"{what} must be an integer or a list of integers, got {value!r}")
-    if isinstance(value, int):
+    if _is_int(value):
         return (value,) * length
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise SpecError(f"{what} must be an integer or a list of integers, got {value!r}") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{what} must be an integer or a list of integers, got {value!r}")
+    items = tuple(value)
+    if not all(_is_int(v) for v in items):
         raise SpecError(f"{what} must hold integers, got {list(items)!r}")
     if len(items) != length:
         raise SpecError(f"{what} has {len(items)} values, expected {length} for this input rank")
@@ -142,7 +155,9 @@ class ConvTransposeSpec:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        shape = _tuple(self.input_shape, len(tuple(self.input_shape or ())), "input_shape")
+        if not isinstance(self.input_shape, (list, tuple)):
+            raise SpecError(f"input_shape must be an integer or a list of integers, got {self.input_shape!r}")
+        shape = _tuple(self.input_shape, len(self.input_shape), "input_shape")
         if not 3 <= len(shape) <= 5:
             raise SpecError(
                 f"input_shape {list(shape)} must be [N, C, *spatial] with 1, 2 or 3 spatial axes"
@@ -157,7 +172,7 @@ class ConvTransposeSpec:
         set_(self, "dilations", _tuple(self.dilations, rank, "dilations", 1))
         set_(self, "output_padding", _tuple(self.output_padding, rank, "output_padding", 0))
         pads = self.pads
-        if pads is not None and not isinstance(pads, int) and len(tuple(pads)) == 2:
+        if isinstance(pads, (list, tuple)) and len(pads) == 2:
             begin, end = tuple(pads)  # a (begin, end) pair applies to every axis
             pads = (begin,) * rank + (end,) * rank
         set_(self, "pads", _tuple(pads, 2 * rank, "pads", 0))
@@ -173,15 +188,13 @@ class ConvTransposeSpec:
                 raise SpecError(f"{what} {list(values)} must not be negative")
         if self.output_shape is not None and any(v < 1 for v in self.output_shape):
             raise SpecError(f"output_shape {list(self.output_shape)} must be at least 1 on every axis")
-        if not isinstance(self.out_channels, int) or self.out_channels < 1:
-            raise SpecError(f"out_channels must be a positive integer, got {self.out_channels!r}")
-        if not isinstance(self.group, int) or self.group < 1:
-            raise SpecError(f"group must be a positive integer, got {self.group!r}")
+        _check_positive_int(self.out_channels, "out_channels")
+        _check_positive_int(self.group, "group")
         if self.auto_pad not in AUTO_PADS:
             raise SpecError(f"auto_pad {self.auto_pad!r} is not one of {', '.join(AUTO_PADS)}")
         if self.dtype not in DTYPES:
             raise SpecError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if not isinstance(self.opset, int) or not MIN_OPSET <= self.opset <= MAX_OPSET:
+        if not _is_int(self.opset) or not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise SpecError(f"opset {self.opset!r} is outside the supported range {MIN_OPSET}..{MAX_OPSET}")
         if self.dtype == "bfloat16" and self.opset < BFLOAT16_MIN_OPSET:
             raise SpecError(
@@ -191,10 +204,12 @@ class ConvTransposeSpec:
             set_(self, "pads", (0,) * (2 * rank))  # ONNX: "If output_shape is specified pads values are ignored"
         if self.name is not None and not isinstance(self.name, str):
             raise SpecError(f"name must be a string, got {self.name!r}")
+        if self.name == "":
+            raise SpecError("name must not be empty; leave it out for the automatic label")
         if self.expect not in EXPECTATIONS:
             raise SpecError(f"expect must be 'accept' or 'reject', got {self.expect!r}")
-        set_(self, "bias", bool(self.bias))
-        set_(self, "weights_as_inputs", bool(self.weights_as_inputs))
+        _check_bool(self.bias, "bias")
+        _check_bool(self.weights_as_inputs, "weights_as_inputs")
 
     # ----- derived shapes ---------------------------------------------------------------
     @property
@@ -363,7 +378,7 @@ class ConvTransposeSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> "ConvTransposeSpec":
         """Build from ONNX attribute names; unknown keys are a usage error, not silently dropped."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise SpecError(
                 f"unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}"

@@ -141,3 +141,67 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
     )
     (tmp_path / "unknown_key.yaml").write_text("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3, stride: 2}\n")
     assert_usage_error(deploykit(*args, cwd=tmp_path), *needles)
+
+
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+LAYER = "{input_shape: [1, 2, 3, 3], out_channels: 2, kernel_shape: 2}"
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["conformance", "run", "--atol", "-1", "--db", "x.db"], ["--atol", "-1.0 is not in the range x>=0"]),
+        (["conformance", "run", "--rtol", "-0.5", "--db", "x.db"], ["--rtol", "-0.5 is not in the range x>=0"]),
+        (["conformance", "run", "--matrix", "folder.yaml", "--db", "x.db"], ["matrix folder.yaml is a directory"]),
+        (["generate", "--matrix", ".", "--out", "o"], ["matrix . is a directory"]),
+        (["generate", "--matrix", "latin1.yaml", "--out", "o"], ["latin1.yaml: not UTF-8 text (byte 0xe9"]),
+        (["generate", "--matrix", "empty.yaml", "--out", "o"], ["empty.yaml holds no configs"]),
+        (["generate", "--matrix", "smoke", "--out", "bad.yaml/sub"], ["--out bad.yaml/sub", "cannot create the folder"]),
+    ],
+)
+def test_more_bad_input_is_one_line_exit_2(tmp_path, args, needles):
+    (tmp_path / "bad.yaml").write_text("not a folder\n")
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "latin1.yaml").write_bytes(f"cases:\n  - {{name: caf\xe9, {LAYER[1:]}\n".encode("latin-1"))
+    (tmp_path / "empty.yaml").write_text("name: nothing-yet\ncases: []\n")
+    assert_usage_error(deploykit(*args, cwd=tmp_path), *needles)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("target", ["folder", "file/under-a-file.json"])
+def test_an_unwritable_json_path_fails_before_any_work(tmp_path, target):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("a regular file\n")
+    proc = deploykit("conformance", "run", "--matrix", "smoke", "--db", "x.db", "--json", target, cwd=tmp_path)
+    assert_usage_error(proc, f"--json {target}")
+    assert not (tmp_path / "x.db").exists()  # refused before the run started
+
+
+def test_an_existing_json_file_is_probed_without_truncating_it(tmp_path):
+    (tmp_path / "m.yaml").write_text(f"cases:\n  - {{name: bad, {LAYER[1:-1]}, group: 3}}\n")
+    (tmp_path / "keep.json").write_text("previous\n")
+    proc = deploykit("conformance", "run", "--matrix", "m.yaml", "--db", "x.db", "--json", "keep.json", cwd=tmp_path)
+    assert_usage_error(proc, "group=3 does not divide")
+    assert (tmp_path / "keep.json").read_text() == "previous\n"
+
+
+def test_generate_into_an_unwritable_folder_is_one_line(tmp_path):
+    if AS_ROOT:
+        out = Path("/proc/self")  # root may write anywhere else, but procfs never takes new files
+        if not out.is_dir():
+            pytest.skip("running as root without /proc: no folder root cannot write to")
+    else:
+        out = tmp_path / "read-only"
+        out.mkdir()
+        out.chmod(0o555)
+    proc = deploykit("generate", "--matrix", "smoke", "--out", str(out), cwd=tmp_path)
+    assert_usage_error(proc, f"--out {out}", "cannot write")
+
+
+def test_a_missing_divergence_table_fails_before_any_work(tmp_path):
+    """Without the table every known divergence would count as a new finding: refuse to run."""
+    (tmp_path / "m.yaml").write_text(f"cases:\n  - {LAYER}\n")
+    proc = deploykit("conformance", "run", "--matrix", "m.yaml", "--db", "x.db",
+                     env={"DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path / "elsewhere")}, cwd=tmp_path)
+    assert_usage_error(proc, "known-divergence table", "known_divergences.yaml does not exist")
+    assert not (tmp_path / "x.db").exists()
