@@ -335,7 +335,7 @@ def export_command(
     from deploykit import backends as registry
     from deploykit import engines
     from deploykit.errors import lazy_import
-    from deploykit.export.exporter import ExportOptions, run_export
+    from deploykit.export.exporter import ExportFailed, ExportOptions, run_export
     from deploykit.export.target import resolve
     from deploykit.report.export import export_summary
 
@@ -367,7 +367,11 @@ def export_command(
         output=output, opset=opset, exporter=exporter, dtype=dtype, dynamic_axes=axes,
         verify_backends=backends, rtol=rtol, atol=atol,
     )
-    report = run_export(target, module, inputs, options)
+    try:
+        report = run_export(target, module, inputs, options)
+    except ExportFailed as error:  # the exporter refused the model: a finding, not a usage error
+        _error(str(error))
+        sys.exit(1)
     if engine is not None and report.exit_code == 0:
         engines.build_engine(output.read_bytes(), engine, fp16=dtype == "float16")
         report.engine = str(engine)

@@ -3,7 +3,9 @@
 Hazards come from `conformance/known_divergences.yaml` (what real runtimes get wrong, with the
 upstream link), spec violations (every runtime should refuse), and advice that is not a runtime
 bug (checkerboard artifacts).  With a results database, each node also gets the conformance
-verdicts recorded for its exact config, or for the nearest configs in the matrix.
+verdicts recorded for its exact config, or for the nearest recorded configs of the same kind
+(never a grouped or float16 result for a plain float32 layer).  A node whose shapes cannot be
+resolved fails lint (see `report.export.lint_summary`): its hazards are unknown.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import onnx
 
 from deploykit import divergences
 from deploykit.hazards import HAZARDS
-from deploykit.onnxread import conv_transpose_nodes, module_path
+from deploykit.onnxread import conv_transpose_nodes
 from deploykit.spec import ConvTransposeSpec
 from deploykit.store import Store
 
@@ -46,7 +48,7 @@ class NodeReport:
     problem: str | None = None
     findings: list[Finding] = field(default_factory=list)
     verdicts: list[dict] = field(default_factory=list)
-    verdict_source: str | None = None  # "exact" | "nearest"
+    verdict_source: str | None = None  # "exact" | "similar" (same class, not the same config)
 
 
 def _advice(spec: ConvTransposeSpec) -> list[Finding]:
@@ -73,38 +75,64 @@ def findings_for(spec: ConvTransposeSpec, backends: list[str], table: list[diver
     return found + _advice(spec)
 
 
-def _signature(spec: dict) -> dict:
-    """The attributes that decide how a runtime treats a config (distance counts differences)."""
+def _class_key(spec: dict) -> dict:
+    """What decides how a runtime treats a config: a recorded verdict is only cited across equal keys.
+
+    A runtime takes a different code path (or refuses) on each of these, so a verdict recorded for
+    a grouped, SAME-padded or float16 config says nothing about a plain float32 layer.
+    """
     rank = len(spec["input_shape"]) - 2
+    pads = list(spec.get("pads") or [0] * (2 * rank))
     return {
         "rank": rank,
+        "grouped": spec["group"] > 1,
+        "auto_pad": "same" if str(spec["auto_pad"]).startswith("SAME") else "explicit",
+        "output_shape": spec["output_shape"] is not None,
+        "dtype": spec["dtype"],
+        "output_padding_ge_stride": any(op >= s for op, s in zip(spec["output_padding"], spec["strides"])),
+        "asymmetric_pads": spec["output_shape"] is None and pads[:rank] != pads[rank:],
+    }
+
+
+def _signature(spec: dict) -> dict:
+    """Attributes whose differences count as distance between configs of the same class."""
+    return {
         "kernel_shape": spec["kernel_shape"],
         "strides": spec["strides"],
         "dilations": spec["dilations"],
         "output_padding": spec["output_padding"],
-        "group": spec["group"] > 1,
+        "group": spec["group"],
         "auto_pad": spec["auto_pad"],
-        "output_shape": spec["output_shape"] is not None,
-        "dtype": spec["dtype"],
+        "bias": spec.get("bias"),
+        "opset": spec.get("opset"),
+        "weights_as_inputs": spec.get("weights_as_inputs"),
     }
 
 
 def db_verdicts(store: Store, spec: ConvTransposeSpec, nearest: int = 2) -> tuple[list[dict], str | None]:
-    """Verdicts for this exact config id, else for the configs closest in the attributes that matter."""
+    """Verdicts for this exact config id, else for the closest configs of the same class.
+
+    Candidates must agree on `_class_key` (rank, grouped, padding mode, output_shape, dtype,
+    output_padding >= stride, asymmetric pads); among those, distance counts differing attributes.
+    """
     rows = store.db.execute(
         "SELECT config_id, label, backend, verdict, reason, known_divergence, spec FROM results ORDER BY recorded_at DESC"
     ).fetchall()
     exact = [r for r in rows if r[0] == spec.id]
     if exact:
         return [_verdict_row(r) for r in _latest_per_backend(exact)], "exact"
-    target = _signature(spec.canonical())
+    canonical = spec.canonical()
+    target_class, target = _class_key(canonical), _signature(canonical)
     scored: dict[str, tuple[int, list]] = {}
     for row in rows:
         try:
-            candidate = _signature(json.loads(row[6]))
+            candidate = json.loads(row[6])
+            if _class_key(candidate) != target_class:
+                continue
+            signature = _signature(candidate)
         except (TypeError, ValueError, KeyError):
             continue
-        distance = sum(candidate[k] != target[k] for k in target)
+        distance = sum(signature[k] != target[k] for k in target)
         scored.setdefault(row[0], (distance, []))[1].append(row)
     if not scored:
         return [], None
@@ -113,7 +141,7 @@ def db_verdicts(store: Store, spec: ConvTransposeSpec, nearest: int = 2) -> tupl
     for distance, config_rows in closest:
         for row in _latest_per_backend(config_rows):
             picked.append(_verdict_row(row) | {"distance": distance})
-    return picked, "nearest"
+    return picked, "similar"
 
 
 def _latest_per_backend(rows: list) -> list:
@@ -133,14 +161,13 @@ def _verdict_row(row) -> dict:
 def lint(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None, backends: list[str], db: Path | None) -> list[NodeReport]:
     table = divergences.load()
     store = Store(db, create=False) if db else None
-    nodes = {index: node for index, node in enumerate(model.graph.node)}
     reports = []
     try:
         for found in conv_transpose_nodes(model, shapes):
             spec = found.spec
             report = NodeReport(
                 node=found.name,
-                module_path=module_path(nodes[found.index]),
+                module_path=found.module_path,
                 label=spec.replace(name=None).label if spec else None,
                 config_id=spec.id if spec else None,
                 problem=found.problem,

@@ -7,7 +7,8 @@ missing, not ONNX, truncated, or given a shape that does not fit it fails in one
 from __future__ import annotations
 
 import ast
-
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class ConvTransposeNode:
     name: str
     spec: ConvTransposeSpec | None
     problem: str | None = None
+    parameters: tuple[str, ...] = ()  # initializers feeding W then B (torch parameter names)
+    module_path: str | None = None  # best guess from the file alone
 
 
 def load_model(path: Path | str) -> onnx.ModelProto:
@@ -185,76 +188,263 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def conv_transpose_nodes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> list[ConvTransposeNode]:
-    """Every ConvTranspose node as a spec, with its real input shape from shape inference."""
-    shaped = with_shapes(model, shapes) if shapes else model
+#: ORT's basic level also folds BatchNorm, Add and Mul into a preceding Conv(Transpose), which
+#: would give the node a bias the file does not have.  deploykit describes the file, so
+#: these stay off.
+_KEEP_CONV_TRANSPOSE_AS_IS = {"ConvBNFusion", "ConvAddFusion", "ConvMulFusion"}
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The model after ONNX Runtime's basic graph optimiser, or None where ORT cannot load it.
+
+    Exporters often compute a ConvTranspose input's pads, or its weight (weight_norm), with small
+    constant subgraphs (ConstantOfShape, Concat, Reshape, Slice ...) that ONNX shape inference does
+    not evaluate, so the node would have no static shape.  The basic level folds constants and the
+    Shape of static tensors and keeps node and initializer names; it adds no dependency, since
+    onnxruntime is one already.  The folded copy is only read for shapes, never written out.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 4  # a refusal here is not the finding; lint reports hazards itself
+    options.intra_op_num_threads = 1
+    with tempfile.TemporaryDirectory(prefix="deploykit-fold-") as folder:
+        options.optimized_model_filepath = str(Path(folder) / "folded.onnx")
+        try:
+            ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                disabled_optimizers=_KEEP_CONV_TRANSPOSE_AS_IS,
+            )
+        except Exception:  # noqa: BLE001 - the optimised file may be written before a kernel refuses
+            pass
+        try:
+            return onnx.load(options.optimized_model_filepath)
+        except Exception:  # noqa: BLE001 - nothing written: ORT could not read the model at all
+            return None
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        inferred = onnx.shape_inference.infer_shapes(shaped, strict_mode=False, data_prop=True)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - partial information is still useful
-        inferred = shaped
-    value_shapes = _value_shapes(inferred)
-    elem_types = _elem_types(inferred)
+        return model
+
+
+def _counterparts(model: onnx.ModelProto, view: onnx.ModelProto) -> dict[int, onnx.NodeProto]:
+    """Each ConvTranspose node of `model` -> the same node in the folded view (by name, else output)."""
+    by_name, by_output = {}, {}
+    for node in view.graph.node:
+        if node.op_type == "ConvTranspose":
+            by_name.setdefault(node.name, node)
+            if node.output:
+                by_output.setdefault(node.output[0], node)
+    found = {}
+    for index, node in enumerate(model.graph.node):
+        if node.op_type == "ConvTranspose":
+            twin = (by_name.get(node.name) if node.name else None) or (by_output.get(node.output[0]) if node.output else None)
+            found[index] = twin if twin is not None and len(twin.input) >= 2 else node
+    return found
+
+
+@dataclass(frozen=True)
+class _ViewContext:
+    """What the file and its folded view say about every value: shapes, element types, constness.
+
+    Shapes come from the file's own shape inference, then from the folded view (where the pads of
+    a Pad were computed at run time, say), each under the file's name first, then the folded
+    twin's.  Element types and constness come from the file alone: ORT's CPU session inserts
+    float32 Casts around float16 ops it has no kernel for, so the view's types are ORT's, not the
+    file's.
+    """
+
+    shape_sources: tuple[dict, ...]
+    elem_types: dict
+    input_dependent: set
+    graph_inputs: set
+    opset: int
+
+    def shape(self, *names: str) -> tuple[int, ...] | None:
+        for shapes in self.shape_sources:
+            for name in names:
+                shape = shapes.get(name)
+                if shape and all(d is not None for d in shape):
+                    return tuple(shape)
+        return None
+
+    def dtype(self, name: str) -> str | None:
+        return ONNX_TO_DTYPE.get(self.elem_types.get(name, 0))
+
+    def constant(self, name: str) -> bool:
+        return name not in self.input_dependent
+
+
+def _input_dependent(model: onnx.ModelProto) -> set[str]:
+    """Values computed from a graph input; the rest (initializers, weight_norm of them) are constant."""
+    dependent = {gi.name for gi in graph_inputs(model)}
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if any(name in dependent for name in node.input):
+            dependent.update(node.output)
+    return dependent
+
+
+def _context(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> tuple[_ViewContext, onnx.ModelProto]:
+    """The lookups for every value, and the folded view (ORT's basic optimiser, shapes inferred)."""
+    shaped = with_shapes(model, shapes) if shapes else model
+    inferred = _inferred(shaped)
+    folded = fold_constants(shaped)
+    view = _inferred(folded) if folded is not None else inferred
+    context = _ViewContext(
+        shape_sources=(_value_shapes(inferred), _value_shapes(view)),
+        elem_types=_elem_types(inferred),
+        input_dependent=_input_dependent(model),
+        graph_inputs={gi.name for gi in graph_inputs(model)},
+        opset=default_opset(model),
+    )
+    return context, view
+
+
+def conv_transpose_nodes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> list[ConvTransposeNode]:
+    """Every ConvTranspose node as a spec, with its real input shape from shape inference.
+
+    Shapes and constness are read from the constant-folded view; attributes and names (node,
+    parameters, module path) from the model as given, so every row describes the user's file.
+    """
+    context, view = _context(model, shapes)
+    twins = _counterparts(model, view)
+    producers = {output: node for node in model.graph.node for output in node.output}
     initializers = {t.name for t in model.graph.initializer}
-    opset = default_opset(model)
     found = []
     for index, node in enumerate(model.graph.node):
         if node.op_type != "ConvTranspose" or node.domain not in ("", "ai.onnx"):
             continue
         name = node.name or f"ConvTranspose#{index}"
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-        if len(node.input) < 2 or not node.input[0] or not node.input[1]:
-            found.append(ConvTransposeNode(index, name, None, "ConvTranspose needs inputs X and W; this node lacks one"))
-            continue
-        x_shape = value_shapes.get(node.input[0])
-        w_shape = value_shapes.get(node.input[1])
-        problem = None
-        if not x_shape or any(d is None for d in x_shape):
-            problem = f"input {node.input[0]!r} has no static shape (give --shape / --input-shape)"
-        elif not w_shape or any(d is None for d in w_shape):
-            problem = f"weight {node.input[1]!r} has no static shape"
-        dtype = ONNX_TO_DTYPE.get(elem_types.get(node.input[0], 0))
-        if problem is None and dtype is None:
-            problem = f"input {node.input[0]!r} has an element type deploykit does not model"
-        spec = None
-        if problem is None:
-            group = int(attrs.get("group", 1))
-            try:
-                spec = ConvTransposeSpec(
-                    input_shape=tuple(x_shape),
-                    out_channels=int(w_shape[1]) * group,
-                    kernel_shape=tuple(attrs.get("kernel_shape", w_shape[2:])),
-                    strides=attrs.get("strides"),
-                    pads=attrs.get("pads"),
-                    output_padding=attrs.get("output_padding"),
-                    dilations=attrs.get("dilations"),
-                    group=group,
-                    auto_pad=attrs.get("auto_pad", "NOTSET"),
-                    output_shape=_spatial_output_shape(attrs.get("output_shape"), len(x_shape) - 2),
-                    bias=len(node.input) > 2 and bool(node.input[2]),
-                    dtype=dtype,
-                    opset=min(max(opset, 11), MAX_OPSET),
-                    weights_as_inputs=node.input[1] not in initializers,
-                    name=name,
-                )
-            except SpecError as error:
-                problem = str(error)
-        found.append(ConvTransposeNode(index=index, name=name, spec=spec, problem=problem))
+        parameters = parameter_sources(node, producers, initializers)
+        spec, problem = _node_spec(node, twins[index], name, context)
+        found.append(ConvTransposeNode(
+            index=index, name=name, spec=spec, problem=problem, parameters=parameters,
+            module_path=module_path_from_parameters(parameters) or module_path_from_metadata(node),
+        ))
     return found
 
 
-def module_path(node: onnx.NodeProto) -> str | None:
-    """The torch module a node came from: dynamo's name_scopes metadata, or TorchScript's name."""
+def _shape_problem(node: onnx.NodeProto, twin: onnx.NodeProto, context: _ViewContext) -> str | None:
+    x = node.input[0]
+    if context.shape(x, twin.input[0]) is None:
+        if x in context.graph_inputs:
+            return f"input {x!r} has no static shape (give --shape / --input-shape)"
+        return (
+            f"input {x!r} has no static shape: it depends on values computed at run time "
+            "that constant folding and shape inference could not resolve"
+        )
+    if context.shape(node.input[1], twin.input[1]) is None:
+        return f"weight {node.input[1]!r} has no static shape"
+    if context.dtype(x) is None:
+        return f"input {x!r} has an element type deploykit does not model"
+    return None
+
+
+def _node_spec(node: onnx.NodeProto, twin: onnx.NodeProto, name: str, context: _ViewContext) -> tuple[ConvTransposeSpec | None, str | None]:
+    """(spec, None), or (None, why not): the file's attributes with the view's shapes."""
+    if len(node.input) < 2 or not node.input[0] or not node.input[1]:
+        return None, "ConvTranspose needs inputs X and W; this node lacks one"
+    problem = _shape_problem(node, twin, context)
+    if problem is not None:
+        return None, problem
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+    x_shape = context.shape(node.input[0], twin.input[0])
+    w_shape = context.shape(node.input[1], twin.input[1])
+    group = int(attrs.get("group", 1))
+    try:
+        return ConvTransposeSpec(
+            input_shape=x_shape,
+            out_channels=int(w_shape[1]) * group,
+            kernel_shape=tuple(attrs.get("kernel_shape", w_shape[2:])),
+            strides=attrs.get("strides"),
+            pads=attrs.get("pads"),
+            output_padding=attrs.get("output_padding"),
+            dilations=attrs.get("dilations"),
+            group=group,
+            auto_pad=attrs.get("auto_pad", "NOTSET"),
+            output_shape=_spatial_output_shape(attrs.get("output_shape"), len(x_shape) - 2),
+            bias=len(node.input) > 2 and bool(node.input[2]),
+            dtype=context.dtype(node.input[0]),
+            opset=min(max(context.opset, 11), MAX_OPSET),
+            weights_as_inputs=not context.constant(node.input[1]),
+            name=name,
+        ), None
+    except SpecError as error:
+        return None, str(error)
+
+
+def parameter_sources(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], initializers: set[str], limit: int = 16) -> tuple[str, ...]:
+    """Initializers that feed W, then B, directly or through a few ops (weight_norm's Div/Mul).
+
+    These are the torch parameter names the exporters keep, so they name the module that owns
+    the layer even where the node's own name or metadata points elsewhere (a fused BatchNorm).
+    """
+    found: list[str] = []
+    for start in node.input[1:3]:
+        queue, seen = [start], set()
+        while queue and len(seen) < limit:
+            name = queue.pop(0)
+            if not name or name in seen:
+                continue
+            seen.add(name)
+            if name in initializers:
+                if name not in found:
+                    found.append(name)
+            elif name in producers:
+                queue.extend(producers[name].input)
+    return tuple(found)
+
+
+_PARAMETER_PATH = re.compile(r"^\w+(\.\w+)+$")
+
+
+def module_path_from_parameters(parameters: tuple[str, ...]) -> str | None:
+    """`model.1.weight` -> `model.1`: the first parameter name that reads as a torch module path.
+
+    Without the torch module this is a guess (the name minus its last segment); exporters name
+    folded or generated tensors `onnx::...`, `mul`, `_val_3`, which never read as a path.
+    """
+    for name in parameters:
+        if _PARAMETER_PATH.match(name):
+            owner = name.split(".parametrizations.", 1)[0] if ".parametrizations." in name else name.rsplit(".", 1)[0]
+            return owner
+    return None
+
+
+def module_path_from_metadata(node: onnx.NodeProto) -> str | None:
+    """The module a node came from per the exporter: dynamo's name_scopes, or TorchScript's name.
+
+    dynamo's name_scopes are cumulative (`['', 'up', 'up.0', 'convolution']`): the last module
+    scope is the path.  TorchScript names nest relative segments (`/model/model.1/conv/Op`,
+    where `model.1` is child `1` of `model`).
+    """
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
             try:
                 scopes = [s for s in ast.literal_eval(prop.value) if s]
             except (ValueError, SyntaxError):
                 continue
-            return ".".join(scopes[:-1]) or None
+            return re.sub(r"@\d+$", "", scopes[-2]) if len(scopes) >= 2 else None
     if node.name.startswith("/") and node.name.count("/") >= 2:
-        return ".".join(part for part in node.name.split("/")[1:-1] if part) or None
+        return _torchscript_path([part for part in node.name.split("/")[1:-1] if part])
     return None
+
+
+def _torchscript_path(segments: list[str]) -> str | None:
+    parts: list[str] = []
+    previous = None
+    for segment in segments:
+        if previous is not None and segment.startswith(previous + "."):
+            parts.append(segment[len(previous) + 1:])
+        else:
+            parts.append(segment)
+        previous = segment
+    return ".".join(parts) or None
 
 
 def _spatial_output_shape(value, rank: int):

@@ -16,6 +16,69 @@ from test_cli import assert_usage_error, deploykit
 
 pytest.importorskip("torch")
 
+THIRD_PARTY_LIKE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Stage(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ups = nn.ModuleList([nn.ConvTranspose2d(4, 4, 3, 1, 1) for _ in range(2)])
+
+        def forward(self, x):
+            for up in self.ups:
+                x = up(x)
+            return x
+
+    class Nested(nn.Module):
+        \"\"\"ConvTranspose + BatchNorm (exporters fuse them), a ModuleList inside a Sequential.\"\"\"
+
+        def __init__(self):
+            super().__init__()
+            self.model = nn.Sequential(
+                nn.ConvTranspose2d(8, 4, 4, 2, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                nn.Sequential(Stage()),
+            )
+
+        def forward(self, x):
+            return self.model(x)
+
+    def nested():
+        torch.manual_seed(0)
+        module = Nested().eval()
+        module.model[1].running_mean.uniform_(-1, 1)
+        module.model[1].running_var.uniform_(0.5, 2)
+        return module, (torch.randn(1, 8, 3, 3),)
+
+    class Padded(nn.Module):
+        \"\"\"Reflection padding computed at run time before a weight_norm ConvTranspose1d (EnCodec, Oobleck).\"\"\"
+
+        def __init__(self):
+            super().__init__()
+            self.pad = nn.ReflectionPad1d(3)
+            self.up = nn.utils.weight_norm(nn.ConvTranspose1d(8, 4, 4, stride=2, padding=1))
+
+        def forward(self, x):
+            return self.up(self.pad(x))
+
+    def padded():
+        torch.manual_seed(0)
+        return Padded().eval(), (torch.randn(1, 8, 10),)
+
+    class Refused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(2, 2, 2, 2)
+
+        def forward(self, x):
+            return torch.linalg.inv(self.up(x))
+
+    def refused():
+        return Refused().eval(), (torch.randn(1, 2, 2, 2),)
+    """
+)
+
 USER_DECODER = textwrap.dedent(
     """
     import torch
@@ -48,6 +111,7 @@ USER_DECODER = textwrap.dedent(
 def user_module(tmp_path_factory):
     folder = tmp_path_factory.mktemp("user")
     (folder / "mydecoder.py").write_text(USER_DECODER)
+    (folder / "zoo.py").write_text(THIRD_PARTY_LIKE)
     return folder
 
 
@@ -76,7 +140,7 @@ def test_output_padding_below_dilation_only_is_named_by_export_and_lint(user_mod
     fail = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
     assert fail and "module refine" in fail[0] and "on ort-cpu" in fail[0] and "ort-output-padding-ge-stride" in fail[0]
     report = json.loads(report_path.read_text())
-    refine = next(layer for layer in report["layers"] if layer["module_path"] == "refine")
+    refine = next(layer for layer in report["layers"] if layer["module_paths"] == ["refine"])
     verdicts = {r["backend"]: r for r in refine["results"]}
     assert verdicts["ort-cpu"]["verdict"] == "rejected" and verdicts["torch-cpu"]["verdict"] == "pass"
     assert verdicts["ort-cpu"]["known_divergence"] == "ort-output-padding-ge-stride"
@@ -86,7 +150,7 @@ def test_output_padding_below_dilation_only_is_named_by_export_and_lint(user_mod
     assert lint.returncode == 1, lint.stdout + lint.stderr
     nodes = json.loads(lint_json.read_text())["nodes"]
     flagged = [n for n in nodes if any(f["rule"] == "ort-output-padding-ge-stride" for f in n["findings"])]
-    assert [n["node"] for n in flagged] == [refine["node"]] and flagged[0]["module_path"] == "refine"
+    assert [n["node"] for n in flagged] == refine["nodes"] and flagged[0]["module_path"] == "refine"
     # The hazard is ORT's: a torch-only deployment has nothing to fear from it.
     assert deploykit("lint", str(out), "--backends", "torch-cpu").returncode == 0
 
@@ -118,6 +182,7 @@ def test_lint_reads_recorded_verdicts_for_the_exact_config(tmp_path):
         (["export", "mydecoder:make", "--input-shape", "1x3x6x6"], ["does not run on input shape(s) 1x3x6x6"]),
         (["export", "mydecoder:make", "--input-shape", "big"], ["must look like 1x128x1x1"]),
         (["export", "dcgan", "--engine", "x.plan"], ["cannot build a TensorRT engine here"]),
+        (["export", "mydecoder:make", "--dynamic-axis", "7=foo"], ["--dynamic-axis 7=foo", "1x8x6x6", "no axis 7"]),
         (["export", "dcgan", "--verify-backends", "nosuch"], ["unknown backend 'nosuch'"]),
         (["lint", "notes.onnx"], ["not a readable ONNX model"]),
         (["lint", "truncated.onnx"], ["not a readable ONNX model"]),
@@ -135,3 +200,89 @@ def test_export_and_lint_bad_input(user_module, args, needles):
     onnx.save(model, str(user_module / "dynamic_hw.onnx"))
     proc = deploykit(*args, cwd=user_module, env={"PYTHONPATH": str(user_module)})
     assert_usage_error(proc, *needles)
+
+
+def _export(user_module, tmp_path, *args):
+    """`deploykit export ...` in the user's folder: (process, JSON report)."""
+    report_path = tmp_path / "report.json"
+    proc = deploykit("export", *args, "--json", str(report_path), cwd=user_module, env={"PYTHONPATH": str(user_module)})
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    return proc, report
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_nested_layers_are_named_by_the_module_that_owns_the_weight_and_grouped_per_config(user_module, tmp_path, exporter):
+    # dynamo: cumulative name_scopes and the fused BatchNorm's scope; TorchScript: repeated segments.
+    # The weight's parameter name is right in both, and two identical layers make one config.
+    out = tmp_path / "nested.onnx"
+    extra = ["--opset", "11"] if exporter == "dynamo" else []
+    proc, report = _export(user_module, tmp_path, "zoo:nested", "--exporter", exporter, "-o", str(out), *extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    layers = [(layer["module_paths"], layer["count"], len(layer["results"])) for layer in report["layers"]]
+    assert layers == [(["model.0"], 1, 2), (["model.3.0.ups.0", "model.3.0.ups.1"], 2, 2)], layers
+    assert report["layer_counts"] == {"nodes": 3, "configs": 2, "unresolved": 0}
+    assert "3 ConvTranspose node(s) in 2 distinct config(s), 0 unresolved" in proc.stdout
+    lint_json = tmp_path / "lint.json"
+    assert deploykit("lint", str(out), "--json", str(lint_json)).returncode == 0
+    nodes = json.loads(lint_json.read_text())["nodes"]
+    assert [n["module_path"] for n in nodes] == ["model.0", "model.3.0.ups.0", "model.3.0.ups.1"]
+    if exporter == "dynamo":
+        # The pinned exporter cannot down-convert to opset 11: the report gives the opset written.
+        written = next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx"))
+        assert written != 11 and report["opset"] == written and report["opset_requested"] == 11
+        assert f"asked for opset 11, the file has opset {written}" in report["opset_warning"]
+        assert f"WARNING: asked for opset 11, the file has opset {written}" in proc.stdout
+        assert f"opset {written}, float32" in proc.stdout
+
+
+def test_weight_norm_after_run_time_padding_exports_in_float16_and_verifies_a_second_size(user_module, tmp_path):
+    # weight_norm modules cannot be deep-copied; TorchScript computes the reflection pads at run time.
+    out = tmp_path / "padded.onnx"
+    proc, report = _export(
+        user_module, tmp_path, "zoo:padded", "--exporter", "torchscript", "--dtype", "float16",
+        "--dynamic-axis", "2=time", "--verify-backends", "ort-cpu", "-o", str(out),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    outputs = [(o["input_shapes"], o["verdict"]) for o in report["outputs"]]
+    assert outputs == [([[1, 8, 10]], "pass"), ([[1, 8, 20]], "pass")], outputs
+    [layer] = report["layers"]
+    assert layer["config_id"] and layer["input_shape"] == [1, 8, 16] and layer["module_paths"] == ["up"]
+    assert layer["label"].startswith("1d-k4s2p1-op0-d1-g1-f16") and layer["results"][0]["verdict"] == "pass"
+    lint_json = tmp_path / "lint.json"
+    lint = deploykit("lint", str(out), "--shape", "input=1x8x10", "--json", str(lint_json))
+    assert lint.returncode == 0, lint.stdout
+    [node] = json.loads(lint_json.read_text())["nodes"]
+    assert node["config_id"] and node["problem"] is None and node["module_path"] == "up"
+
+
+def test_an_exporter_refusal_is_a_finding_on_one_line(user_module, tmp_path):
+    proc, report = _export(user_module, tmp_path, "zoo:refused", "--exporter", "torchscript", "-o", str(tmp_path / "r.onnx"))
+    assert proc.returncode == 1 and report is None
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "torchscript exporter) refused the model" in lines[0] and "linalg_inv" in lines[0], lines
+
+
+def test_the_export_summary_names_and_counts_unresolved_layers():
+    # Rendering only: a node that constant folding cannot resolve must not pass unnoticed.
+    import io
+
+    from rich.console import Console
+
+    from deploykit.export.exporter import ExportReport
+    from deploykit.export.layers import LayerCheck
+    from deploykit.report.export import export_summary
+
+    report = ExportReport(target="t", onnx_path="t.onnx", exporter="torchscript", opset=18, dtype="float32", exit_code=1)
+    report.layers = [
+        LayerCheck("2d-k4s2p1-op0-d1-g1-f32-o18", "abc", None, [1, 4, 3, 3], ["a", "b", "c"], ["up.0", "up.1", "up.2"],
+                   [{"backend": "ort-cpu", "verdict": "pass", "reason": ""}]),
+        LayerCheck(None, None, "input 'R' has no static shape", None, ["/dec/ConvTranspose"], ["dec"]),
+    ]
+    sink = io.StringIO()
+    export_summary(report, Console(file=sink, width=200))
+    text = sink.getvalue()
+    assert "UNRESOLVED node /dec/ConvTranspose, module dec: input 'R' has no static shape" in text
+    assert "4 ConvTranspose node(s) in 1 distinct config(s), 1 unresolved" in text
+    assert report.as_dict()["layer_counts"] == {"nodes": 4, "configs": 1, "unresolved": 1}

@@ -1,37 +1,39 @@
 """Export a PyTorch decoder to ONNX, verify the whole model, then every ConvTranspose layer.
 
-Whole-model verification compares each backend against torch float64 eager on the same inputs
-(and the same weights, upcast exactly).  Layer localisation maps each ConvTranspose node back to a
-deploykit spec with its real input shape and runs it through the conformance engine, so a refusal
-or drift is pinned on one ONNX node and, where torch records it, one module path.
+Whole-model verification (`verify.py`) compares each backend against torch float64 eager on the
+same inputs (and the same weights, upcast exactly).  Layer localisation (`layers.py`) maps each
+ConvTranspose node back to a deploykit spec with its real input shape and to the torch module that
+owns its weight, and runs each distinct config through the conformance engine, so a refusal or
+drift is pinned on named nodes and modules.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import io
 import logging
+import os
+import sys
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
-from deploykit import backends as registry
-from deploykit.errors import UsageError, lazy_import
-from deploykit.execute import Executor, one_line
-from deploykit.onnxread import conv_transpose_nodes, graph_inputs, module_path
+from deploykit.errors import lazy_import
+from deploykit.execute import one_line
+from deploykit.export.layers import LayerCheck, check_layers
+from deploykit.export.verify import OutputCheck, check_dynamic_axes, second_size_inputs, verify_outputs
+from deploykit.onnxread import default_opset
 
 #: Whole-model pass: max|y - ref| <= rtol * max|ref| + atol per output.  Through nonlinear layers
 #: there is no rigorous elementwise bound, so these are dtype-aware defaults (--rtol/--atol override).
 MODEL_TOLERANCE = {"float32": (1e-4, 1e-6), "float16": (1e-2, 1e-4)}
 #: Backends that verify by default: the deployment targets available on CPU.
 DEFAULT_VERIFY = ("ort-cpu", "torch-cpu")
-ONNX_FILE_BACKENDS = ("ort-cpu", "ort-cuda", "onnx-reference")
 
 
 @dataclass
@@ -46,29 +48,8 @@ class ExportOptions:
     atol: float | None = None
 
 
-@dataclass
-class OutputCheck:
-    backend: str
-    output: str
-    verdict: str
-    reason: str = ""
-    max_abs_err: float | None = None
-    max_rel_err: float | None = None
-    rel_l2_err: float | None = None
-    shape: list[int] | None = None
-
-
-@dataclass
-class LayerCheck:
-    node: str
-    module_path: str | None
-    label: str | None
-    config_id: str | None
-    problem: str | None
-    results: list[dict] = field(default_factory=list)
-
-    def failures(self) -> list[dict]:
-        return [r for r in self.results if r["verdict"] not in ("pass", "unsupported", "unavailable")]
+class ExportFailed(Exception):
+    """The exporter refused the model: a finding about the model (exit 1), not a usage error."""
 
 
 @dataclass
@@ -76,16 +57,29 @@ class ExportReport:
     target: str
     onnx_path: str
     exporter: str
-    opset: int
+    opset: int  # the opset the written file declares
     dtype: str
+    opset_requested: int | None = None
+    opset_warning: str | None = None  # set when the exporter could not write the requested opset
     checker: str = "ok"
     outputs: list[OutputCheck] = field(default_factory=list)
     layers: list[LayerCheck] = field(default_factory=list)
     exit_code: int = 0
     engine: str | None = None
 
+    def counts(self) -> dict[str, int]:
+        """ConvTranspose nodes, distinct configs, and nodes deploykit could not resolve."""
+        return {
+            "nodes": sum(layer.count for layer in self.layers),
+            "configs": sum(1 for layer in self.layers if not layer.unresolved),
+            "unresolved": sum(layer.count for layer in self.layers if layer.unresolved),
+        }
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["layers"] = [layer.as_dict() for layer in self.layers]
+        data["layer_counts"] = self.counts()
+        return data
 
 
 def _exporter_name(torch, exporter: str | None) -> str:
@@ -96,9 +90,21 @@ def _exporter_name(torch, exporter: str | None) -> str:
     return "dynamo" if (major, minor) >= (2, 9) else "torchscript"
 
 
-def export_model(module, inputs: tuple, options: ExportOptions) -> onnx.ModelProto:
-    """torch.onnx.export with deploykit's choices; torch's progress chatter is captured."""
-    torch = lazy_import("torch", "torch", "torch")
+class _VersionNotes(logging.Handler):
+    """Keeps the exporter's opset-conversion warnings, which torch otherwise only logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.notes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "version" in message.lower():
+            cause = f" ({one_line(record.exc_info[1])})" if record.exc_info and record.exc_info[1] else ""
+            self.notes.append(one_line(Exception(message + cause), limit=400))
+
+
+def _export_kwargs(torch, inputs: tuple, options: ExportOptions) -> dict[str, Any]:
     names = [f"input_{i}" for i in range(len(inputs))] if len(inputs) > 1 else ["input"]
     kwargs: dict[str, Any] = dict(input_names=names, output_names=["output"], opset_version=options.opset)
     if "external_data" in inspect.signature(torch.onnx.export).parameters:
@@ -107,161 +113,125 @@ def export_model(module, inputs: tuple, options: ExportOptions) -> onnx.ModelPro
         kwargs["dynamo"] = options.exporter == "dynamo"
     if options.dynamic_axes:
         kwargs["dynamic_axes"] = {name: dict(options.dynamic_axes) for name in names}
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    sink = io.StringIO()
+    return kwargs
+
+
+@contextlib.contextmanager
+def _quiet_descriptors():
+    """Send file descriptors 1 and 2 to a scratch file: exporters also print from C++ (TorchScript's
+    'Torch IR graph at exception'), which Python's stream redirection never sees."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no descriptors to protect (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 1)
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for descriptor in saved:
+                os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _quiet_exporter(notes: _VersionNotes):
+    """Silence torch's progress chatter and warnings; keep the opset-conversion notes."""
     torch_logger = logging.getLogger("torch.onnx")
     level = torch_logger.level
     torch_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping ..."
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(module, inputs, str(options.output), **kwargs)
-        except Exception as error:  # noqa: BLE001 - the exporter's refusal is the user's finding
-            raise UsageError(f"torch.onnx.export failed: {one_line(error)}") from None
-        finally:
-            torch_logger.setLevel(level)
-    return onnx.load(str(options.output))
-
-
-def _flatten(value) -> list:
-    """Outputs in the order the exporters flatten them (tuples, lists, dict values)."""
-    if isinstance(value, dict):
-        return [item for part in value.values() for item in _flatten(part)]
-    if isinstance(value, (tuple, list)):
-        return [item for part in value for item in _flatten(part)]
-    if not hasattr(value, "detach"):
-        raise UsageError(f"the module returns a {type(value).__name__}; deploykit verifies tensor outputs only")
-    return [value]
-
-
-def _compare(backend: str, name: str, actual: np.ndarray, reference: np.ndarray, rtol: float, atol: float) -> OutputCheck:
-    check = OutputCheck(backend=backend, output=name, verdict="pass", shape=list(actual.shape))
-    if actual.shape != reference.shape:
-        check.verdict, check.reason = "shape-mismatch", f"shape {list(actual.shape)}, torch gives {list(reference.shape)}"
-        return check
-    y = actual.astype(np.float64)
-    if not np.isfinite(y).all():
-        check.verdict, check.reason = "nonfinite", f"{int((~np.isfinite(y)).sum())} NaN/Inf outputs"
-        return check
-    diff = np.abs(y - reference)
-    scale = float(np.abs(reference).max()) if reference.size else 0.0
-    check.max_abs_err = float(diff.max()) if diff.size else 0.0
-    check.max_rel_err = float((diff / np.maximum(np.abs(reference), 1e-6 * max(scale, 1e-30))).max()) if diff.size else 0.0
-    norm = float(np.linalg.norm(reference))
-    check.rel_l2_err = float(np.linalg.norm(y - reference) / norm) if norm else 0.0
-    limit = rtol * scale + atol
-    if check.max_abs_err > limit:
-        check.verdict = "drift"
-        check.reason = f"max abs error {check.max_abs_err:.3g} > rtol {rtol:g} x max|ref| {scale:.3g} + atol {atol:g}"
-    return check
-
-
-def verify_outputs(module, inputs: tuple, model: onnx.ModelProto, options: ExportOptions) -> list[OutputCheck]:
-    """Each verify backend's outputs against torch float64 eager on the same inputs."""
-    torch = lazy_import("torch", "torch", "torch")
-    rtol, atol = MODEL_TOLERANCE[options.dtype]
-    rtol = options.rtol if options.rtol is not None else rtol
-    atol = options.atol if options.atol is not None else atol
-    with torch.no_grad():
-        reference = [t.detach().numpy() for t in _flatten(copy.deepcopy(module).double()(*(t.double() for t in inputs)))]
-    feeds = {gi.name: t.detach().numpy() for gi, t in zip(graph_inputs(model), inputs)}
-    checks: list[OutputCheck] = []
-    for backend in options.verify_backends:
-        try:
-            if backend == "torch-cpu":
-                with torch.no_grad():
-                    actual = [t.detach().numpy() for t in _flatten(module(*inputs))]
-            elif backend in ONNX_FILE_BACKENDS:
-                status = registry.get(backend).probe()
-                if not status.available:
-                    checks.append(OutputCheck(backend, "*", "unavailable", status.reason))
-                    continue
-                actual = _run_onnx(backend, model, feeds)
-            else:
-                checks.append(OutputCheck(backend, "*", "unsupported", f"{backend} verifies single layers only"))
-                continue
-        except Exception as error:  # noqa: BLE001 - a refusal is the finding
-            checks.append(OutputCheck(backend, "*", "rejected", one_line(error)))
-            continue
-        names = [o.name for o in model.graph.output] or [f"output_{i}" for i in range(len(actual))]
-        for name, got, ref in zip(names, actual, reference):
-            checks.append(_compare(backend, name, np.asarray(got), ref, rtol, atol))
-    return checks
-
-
-class _ModelCase:
-    """Just enough of a Case for ONNX-file backends: the model bytes."""
-
-    def __init__(self, model: onnx.ModelProto, feeds: dict) -> None:
-        self.model = model
-        self.feeds = feeds
-        self.spec = None
-
-    @property
-    def model_bytes(self) -> bytes:
-        return self.model.SerializeToString()
-
-
-def _run_onnx(backend: str, model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
-    """All outputs of an ONNX-file backend on the whole model."""
-    if backend == "onnx-reference":
-        from onnx.reference import ReferenceEvaluator
-
-        return [np.asarray(y) for y in ReferenceEvaluator(model).run(None, feeds)]
-    runner = registry.get(backend).runner(_ModelCase(model, feeds))
-    runner.activate()
+    converter_logger = logging.getLogger("onnxscript")
+    converter_logger.addHandler(notes)
+    sink = io.StringIO()
     try:
-        return list(runner.session.run(None, feeds, runner.run_options))
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _quiet_descriptors():
+            warnings.simplefilter("ignore")
+            yield
     finally:
-        runner.deactivate()
+        torch_logger.setLevel(level)
+        converter_logger.removeHandler(notes)
 
 
-def check_layers(model: onnx.ModelProto, inputs: tuple, backends: list[str]) -> list[LayerCheck]:
-    """Every ConvTranspose node -> spec (real input shape) -> conformance engine on each backend."""
-    shapes = {gi.name: tuple(t.shape) for gi, t in zip(graph_inputs(model), inputs)}
-    layer_backends = [b for b in backends if b in registry.names()]
-    executor = Executor()
-    nodes = {index: node for index, node in enumerate(model.graph.node)}
-    checks = []
-    for found in conv_transpose_nodes(model, shapes):
-        node = nodes[found.index]
-        check = LayerCheck(
-            node=found.name,
-            module_path=module_path(node),
-            label=found.spec.replace(name=None).label if found.spec else None,
-            config_id=found.spec.id if found.spec else None,
-            problem=found.problem,
-        )
-        if found.spec is not None:
-            named = found.spec.replace(name=None)
-            if not named.is_valid:
-                check.problem = "; ".join(named.violations())
-            else:
-                for backend in layer_backends:
-                    result = executor.run(named, backend).as_dict()
-                    result.pop("spec", None)
-                    check.results.append(result)
-        checks.append(check)
-    return checks
+def export_model(module, inputs: tuple, options: ExportOptions) -> tuple[onnx.ModelProto, list[str]]:
+    """torch.onnx.export with deploykit's choices: the written model and the exporter's opset notes.
+
+    A refusal raises ExportFailed with the exporter's own reason on one line.
+    """
+    torch = lazy_import("torch", "torch", "torch")
+    kwargs = _export_kwargs(torch, inputs, options)
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    notes = _VersionNotes()
+    try:
+        with _quiet_exporter(notes):
+            torch.onnx.export(module, inputs, str(options.output), **kwargs)
+    except Exception as error:  # noqa: BLE001 - the exporter's refusal is the finding
+        which = _exporter_name(torch, options.exporter)
+        raise ExportFailed(f"torch.onnx.export ({which} exporter) refused the model: {_refusal(error)}") from None
+    return onnx.load(str(options.output)), notes.notes
+
+
+def _refusal(error: BaseException) -> str:
+    """The exporter's own reason: the innermost cause, not the 'step 1/3' boilerplate around it."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {one_line(error, limit=400)}"
+
+
+def _opset_warning(requested: int, written: int, notes: list[str], exporter: str) -> str | None:
+    if requested == written:
+        return None
+    cause = f": {notes[-1]}" if notes else ""
+    hint = "; --exporter torchscript writes older opsets directly" if exporter == "dynamo" and requested < written else ""
+    return f"asked for opset {requested}, the file has opset {written} (the exporter's conversion failed{cause}){hint}"
+
+
+def _tolerance(options: ExportOptions) -> tuple[float, float]:
+    rtol, atol = MODEL_TOLERANCE[options.dtype]
+    return (options.rtol if options.rtol is not None else rtol, options.atol if options.atol is not None else atol)
+
+
+def _second_size(module, inputs: tuple, model: onnx.ModelProto, options: ExportOptions) -> list[OutputCheck]:
+    """With dynamic axes, the same verification at a second size (or one row saying why not)."""
+    grown, why_not = second_size_inputs(module, inputs, options.dynamic_axes)
+    if grown is None:
+        axes = ", ".join(map(str, sorted(options.dynamic_axes)))
+        reason = f"no second size along dynamic axes {axes} runs in eager torch: {why_not}"
+        return [OutputCheck("torch-cpu", "*", "unverified", reason)]
+    return verify_outputs(module, grown, model, options.verify_backends, _tolerance(options))
 
 
 def run_export(target: str, module, inputs: tuple, options: ExportOptions) -> ExportReport:
+    """Export, check, verify (at a second size too with dynamic axes) and localise every layer.
+
+    For float16 the module is halved in place: it was built for this export, and modules with
+    weight_norm cannot be deep-copied.
+    """
     torch = lazy_import("torch", "torch", "torch")
+    check_dynamic_axes(inputs, options.dynamic_axes)
     module = module.eval()
     if options.dtype == "float16":
-        module = copy.deepcopy(module).half()
-        inputs = tuple(t.half() for t in inputs)
-    model = export_model(module, inputs, options)
+        module = module.half()
+        inputs = tuple(t.half() if t.is_floating_point() else t for t in inputs)
+    model, notes = export_model(module, inputs, options)
+    written, exporter = default_opset(model), _exporter_name(torch, options.exporter)
     report = ExportReport(
-        target=target, onnx_path=str(options.output), exporter=_exporter_name(torch, options.exporter),
-        opset=options.opset, dtype=options.dtype,
+        target=target, onnx_path=str(options.output), exporter=exporter,
+        opset=written, dtype=options.dtype, opset_requested=options.opset,
+        opset_warning=_opset_warning(options.opset, written, notes, exporter),
     )
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as error:  # noqa: BLE001
         report.checker = f"failed: {one_line(error)}"
-    report.outputs = verify_outputs(module, inputs, model, options)
-    report.layers = check_layers(model, inputs, options.verify_backends)
+    report.outputs = verify_outputs(module, inputs, model, options.verify_backends, _tolerance(options))
+    if options.dynamic_axes:
+        report.outputs += _second_size(module, inputs, model, options)
+    report.layers = check_layers(model, inputs, options.verify_backends, module)
     failing = (
         report.checker != "ok"
         or any(o.verdict not in ("pass", "unsupported", "unavailable") for o in report.outputs)

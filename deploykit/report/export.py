@@ -11,45 +11,111 @@ from deploykit.hazards import HAZARDS
 from deploykit.report.cells import fmt
 
 
-def export_summary(report, console: Console) -> None:
-    console.print(Text(f"exported {report.target} -> {report.onnx_path} ({report.exporter} exporter, opset {report.opset}, {report.dtype})"))
-    console.print(Text(f"onnx.checker (full check): {report.checker}"))
+def compact(names: list[str | None], limit: int = 4) -> str:
+    """`a, b, c, d (+70 more)`: enough to find the layers, short enough for one cell."""
+    shown = [name or "-" for name in names[:limit]]
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _where(layer) -> str:
+    """`node n, module m` for one node; `3 nodes: a, b, c; modules x, y, z` for a shared config."""
+    modules = [m for m in layer.module_paths if m]
+    if layer.count == 1:
+        return f"node {layer.nodes[0]}" + (f", module {modules[0]}" if modules else "")
+    return f"{layer.count} nodes: {compact(layer.nodes)}" + (f"; modules {compact(modules)}" if modules else "")
+
+
+def _shapes(check) -> str:
+    return ", ".join("x".join(map(str, shape)) for shape in check.input_shapes or []) or "-"
+
+
+def _outputs_table(report, console: Console) -> None:
     outputs = Table(title="Whole model vs torch float64 eager", title_justify="left")
-    for column in ("backend", "output", "verdict", "max_abs_err", "max_rel_err", "rel_l2_err", "reason"):
+    for column in ("backend", "inputs", "output", "verdict", "max_abs_err", "max_rel_err", "rel_l2_err", "reason"):
         outputs.add_column(column)
     for o in report.outputs:
-        outputs.add_row(o.backend, o.output, o.verdict, fmt(o.max_abs_err), fmt(o.max_rel_err), fmt(o.rel_l2_err), Text(o.reason))
+        outputs.add_row(o.backend, _shapes(o), o.output, o.verdict, fmt(o.max_abs_err), fmt(o.max_rel_err), fmt(o.rel_l2_err), Text(o.reason))
     console.print(outputs)
-    layers = Table(title="ConvTranspose layers through the conformance engine", title_justify="left")
-    for column in ("node", "module", "config", "backend", "verdict", "reason"):
+
+
+def _layers_table(report, console: Console) -> None:
+    if not report.layers:
+        console.print("ConvTranspose layers: none in this model")
+        return
+    layers = Table(title="ConvTranspose layers through the conformance engine (one row per distinct config)", title_justify="left")
+    for column in ("config", "input", "nodes", "modules", "backend", "verdict", "reason"):
         layers.add_column(column, overflow="fold")
     for layer in report.layers:
+        config = layer.label or "unresolved"
+        shape = "x".join(map(str, layer.input_shape)) if layer.input_shape else "-"
+        nodes = f"{layer.count}: {compact(layer.nodes, 2)}"
+        modules = compact([m for m in layer.module_paths if m], 3) or "-"
         if layer.problem or not layer.results:
-            layers.add_row(layer.node, layer.module_path or "-", layer.label or "-", "-", "not checked", Text(layer.problem or ""))
+            layers.add_row(config, shape, nodes, modules, "-", "not checked", Text(layer.problem or ""))
         for r in layer.results:
             reason = r["reason"] + (f" [known: {r['known_divergence']}]" if r.get("known_divergence") else "")
-            layers.add_row(layer.node, layer.module_path or "-", layer.label or "-", r["backend"], r["verdict"], Text(reason))
+            layers.add_row(config, shape, nodes, modules, r["backend"], r["verdict"], Text(reason))
     console.print(layers)
+
+
+def _failure_lines(report, console: Console) -> None:
     known = {d.id: HAZARDS[d.hazard].summary for d in divergences.load()}
     for layer in report.layers:
+        if layer.unresolved:
+            console.print(Text(f"UNRESOLVED {_where(layer)}: {layer.problem}"), soft_wrap=True)
+        elif layer.problem:
+            console.print(Text(f"FAIL {layer.label} ({_where(layer)}): {layer.problem}"), soft_wrap=True)
         for r in layer.failures():
-            where = f"module {layer.module_path}, " if layer.module_path else ""
             rule = f" [rule: {r['known_divergence']}, {known[r['known_divergence']]}]" if r.get("known_divergence") in known else ""
-            console.print(Text(f"FAIL {layer.node} ({where}{layer.label}) on {r['backend']}: {r['verdict']}: {r['reason']}{rule}"), soft_wrap=True)
+            console.print(Text(f"FAIL {layer.label} ({_where(layer)}) on {r['backend']}: {r['verdict']}: {r['reason']}{rule}"), soft_wrap=True)
+
+
+def export_summary(report, console: Console) -> None:
+    console.print(Text(f"exported {report.target} -> {report.onnx_path} ({report.exporter} exporter, opset {report.opset}, {report.dtype})"))
+    if report.opset_warning:
+        console.print(Text(f"WARNING: {report.opset_warning}"), soft_wrap=True)
+    console.print(Text(f"onnx.checker (full check): {report.checker}"))
+    _outputs_table(report, console)
+    _layers_table(report, console)
+    _failure_lines(report, console)
+    counts = report.counts()
+    console.print(Text(
+        f"{counts['nodes']} ConvTranspose node(s) in {counts['configs']} distinct config(s), {counts['unresolved']} unresolved"
+    ))
     if report.engine:
         console.print(Text(f"TensorRT engine written to {report.engine}"))
     console.print("verified: every output and layer passes" if report.exit_code == 0 else "NOT verified: see the failures above")
 
 
+def _lint_verdicts(reports, console: Console) -> None:
+    for report in reports:
+        if not report.verdicts:
+            continue
+        if report.verdict_source == "exact":
+            console.print(Text(f"{report.node}: recorded verdicts (this exact config):"))
+        else:
+            console.print(Text(f"{report.node}: recorded verdicts from a similar config of the same kind, not this one:"))
+        for v in report.verdicts:
+            distance = f", distance {v['distance']}" if "distance" in v else ""
+            known = f" [known: {v['known_divergence']}]" if v.get("known_divergence") else ""
+            console.print(Text(f"  {v['backend']}: {v['verdict']} on {v['label']}{distance}{known} {v['reason']}".rstrip()))
+
+
 def lint_summary(reports, console: Console, model: str) -> int:
-    """Print the findings; return the number of hazards (advice is not counted)."""
+    """Print the findings; return how many fail lint: hazards, invalid nodes and unresolved nodes.
+
+    Advice is not counted.  An unresolved node fails lint: its hazards are unknown, and passing it
+    silently would tell the user the model is safe.
+    """
     table = Table(title=f"ConvTranspose lint: {model}", title_justify="left")
     for column in ("node", "module", "config", "kind", "rule", "backends", "message"):
         table.add_column(column, overflow="fold")
     hazards = 0
+    unresolved = [report for report in reports if report.problem and report.config_id is None]
     for report in reports:
         if report.problem:
-            table.add_row(report.node, report.module_path or "-", "-", "unresolved", "-", "-", Text(report.problem))
+            table.add_row(report.node, report.module_path or "-", report.label or "-", "unresolved", "-", "-", Text(report.problem))
         if not report.findings and not report.problem:
             table.add_row(report.node, report.module_path or "-", report.label or "-", "ok", "-", "-", "no known hazard")
         for f in report.findings:
@@ -57,12 +123,8 @@ def lint_summary(reports, console: Console, model: str) -> int:
             message = f.message + (f" ({f.upstream})" if f.upstream else "") + (f"; fix: {f.fix}" if f.fix else "")
             table.add_row(report.node, report.module_path or "-", report.label or "-", f.kind, f.rule, ", ".join(f.backends), Text(message))
     console.print(table)
-    for report in reports:
-        if report.verdicts:
-            console.print(Text(f"{report.node}: recorded verdicts ({report.verdict_source} config):"))
-            for v in report.verdicts:
-                distance = f", distance {v['distance']}" if "distance" in v else ""
-                known = f" [known: {v['known_divergence']}]" if v.get("known_divergence") else ""
-                console.print(Text(f"  {v['backend']}: {v['verdict']} on {v['label']}{distance}{known} {v['reason']}".rstrip()))
-    console.print(f"{len(reports)} ConvTranspose node(s), {hazards} hazard(s)")
-    return hazards
+    _lint_verdicts(reports, console)
+    for report in unresolved:
+        console.print(Text(f"UNRESOLVED {report.node}" + (f" (module {report.module_path})" if report.module_path else "") + f": {report.problem}"), soft_wrap=True)
+    console.print(f"{len(reports)} ConvTranspose node(s), {hazards} hazard(s), {len(unresolved)} unresolved")
+    return hazards + len(unresolved)

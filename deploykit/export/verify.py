@@ -1,0 +1,199 @@
+"""Whole-model verification: each backend's outputs against torch float64 eager on the same inputs.
+
+The float64 reference runs the user's module with its parameters and buffers upcast exactly
+(`torch.func.functional_call`), never a deep copy: modules such as `weight_norm` hold non-leaf
+tensors that cannot be deep-copied.  With dynamic axes the model is verified at a second size too,
+since an exporter can bake the example's size into a graph that claims to be dynamic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from deploykit import backends as registry
+from deploykit.errors import UsageError, lazy_import
+from deploykit.execute import one_line
+from deploykit.onnxread import graph_inputs
+
+ONNX_FILE_BACKENDS = ("ort-cpu", "ort-cuda", "onnx-reference")
+
+
+@dataclass
+class OutputCheck:
+    backend: str
+    output: str
+    verdict: str
+    reason: str = ""
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    rel_l2_err: float | None = None
+    shape: list[int] | None = None
+    input_shapes: list[list[int]] | None = None
+
+
+def _flatten(value) -> list:
+    """Outputs in the order the exporters flatten them (tuples, lists, dict values)."""
+    if isinstance(value, dict):
+        return [item for part in value.values() for item in _flatten(part)]
+    if isinstance(value, (tuple, list)):
+        return [item for part in value for item in _flatten(part)]
+    if not hasattr(value, "detach"):
+        raise UsageError(f"the module returns a {type(value).__name__}; deploykit verifies tensor outputs only")
+    return [value]
+
+
+def float64_outputs(module, inputs: tuple) -> list[np.ndarray]:
+    """The module in float64: every floating parameter and buffer upcast (exact), floating inputs too.
+
+    The default dtype is float64 meanwhile, so tensors the forward creates itself match.
+    """
+    torch = lazy_import("torch", "torch", "torch")
+    named = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
+    state = {name: t.detach().double() if t.is_floating_point() else t for name, t in named}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.no_grad():
+            upcast = tuple(t.double() if t.is_floating_point() else t for t in inputs)
+            return [t.detach().numpy() for t in _flatten(torch.func.functional_call(module, state, upcast))]
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _compare(backend: str, name: str, actual: np.ndarray, reference: np.ndarray, rtol: float, atol: float) -> OutputCheck:
+    check = OutputCheck(backend=backend, output=name, verdict="pass", shape=list(actual.shape))
+    if actual.shape != reference.shape:
+        check.verdict, check.reason = "shape-mismatch", f"shape {list(actual.shape)}, torch gives {list(reference.shape)}"
+        return check
+    y = actual.astype(np.float64)
+    if not np.isfinite(y).all():
+        check.verdict, check.reason = "nonfinite", f"{int((~np.isfinite(y)).sum())} NaN/Inf outputs"
+        return check
+    diff = np.abs(y - reference)
+    scale = float(np.abs(reference).max()) if reference.size else 0.0
+    check.max_abs_err = float(diff.max()) if diff.size else 0.0
+    check.max_rel_err = float((diff / np.maximum(np.abs(reference), 1e-6 * max(scale, 1e-30))).max()) if diff.size else 0.0
+    norm = float(np.linalg.norm(reference))
+    check.rel_l2_err = float(np.linalg.norm(y - reference) / norm) if norm else 0.0
+    limit = rtol * scale + atol
+    if check.max_abs_err > limit:
+        check.verdict = "drift"
+        check.reason = f"max abs error {check.max_abs_err:.3g} > rtol {rtol:g} x max|ref| {scale:.3g} + atol {atol:g}"
+    return check
+
+
+def _backend_outputs(backend: str, module, inputs: tuple, model: onnx.ModelProto) -> list[np.ndarray] | OutputCheck:
+    """One backend's outputs, or the row that says why it has none."""
+    torch = lazy_import("torch", "torch", "torch")
+    try:
+        if backend == "torch-cpu":
+            with torch.no_grad():
+                return [t.detach().numpy() for t in _flatten(module(*inputs))]
+        if backend not in ONNX_FILE_BACKENDS:
+            return OutputCheck(backend, "*", "unsupported", f"{backend} verifies single layers only")
+        status = registry.get(backend).probe()
+        if not status.available:
+            return OutputCheck(backend, "*", "unavailable", status.reason)
+        feeds = {gi.name: t.detach().numpy() for gi, t in zip(graph_inputs(model), inputs)}
+        return _run_onnx(backend, model, feeds)
+    except Exception as error:  # noqa: BLE001 - a refusal is the finding
+        return OutputCheck(backend, "*", "rejected", one_line(error))
+
+
+def verify_outputs(module, inputs: tuple, model: onnx.ModelProto, backends: list[str], tolerance: tuple[float, float]) -> list[OutputCheck]:
+    """Each backend's outputs against torch float64 eager on the same inputs."""
+    shapes = [list(t.shape) for t in inputs]
+    try:
+        reference = float64_outputs(module, inputs)
+    except UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - e.g. a forward that casts to float32 itself
+        reason = f"torch float64 reference failed: {one_line(error)}"
+        return [OutputCheck(b, "*", "unverified", reason, input_shapes=shapes) for b in backends]
+    checks: list[OutputCheck] = []
+    for backend in backends:
+        actual = _backend_outputs(backend, module, inputs, model)
+        if isinstance(actual, OutputCheck):
+            actual.input_shapes = shapes
+            checks.append(actual)
+            continue
+        names = [o.name for o in model.graph.output] or [f"output_{i}" for i in range(len(actual))]
+        for name, got, ref in zip(names, actual, reference):
+            check = _compare(backend, name, np.asarray(got), ref, *tolerance)
+            check.input_shapes = shapes
+            checks.append(check)
+    return checks
+
+
+class _ModelCase:
+    """Just enough of a Case for ONNX-file backends: the model bytes."""
+
+    def __init__(self, model: onnx.ModelProto, feeds: dict) -> None:
+        self.model = model
+        self.feeds = feeds
+        self.spec = None
+
+    @property
+    def model_bytes(self) -> bytes:
+        return self.model.SerializeToString()
+
+
+def _run_onnx(backend: str, model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    """All outputs of an ONNX-file backend on the whole model."""
+    if backend == "onnx-reference":
+        from onnx.reference import ReferenceEvaluator
+
+        return [np.asarray(y) for y in ReferenceEvaluator(model).run(None, feeds)]
+    runner = registry.get(backend).runner(_ModelCase(model, feeds))
+    runner.activate()
+    try:
+        return list(runner.session.run(None, feeds, runner.run_options))
+    finally:
+        runner.deactivate()
+
+
+def check_dynamic_axes(inputs: tuple, axes: dict[int, str]) -> None:
+    """Every dynamic axis must exist on every input (the exporters apply them to all inputs)."""
+    for axis, name in sorted(axes.items()):
+        for index, tensor in enumerate(inputs):
+            if axis >= tensor.dim():
+                shape = "x".join(map(str, tensor.shape)) or "a scalar"
+                option = "--dynamic-batch" if (axis, name) == (0, "batch") else f"--dynamic-axis {axis}={name}"
+                raise UsageError(f"{option}: input {index} is {shape}, which has no axis {axis} (rank {tensor.dim()})")
+
+
+def _grown(tensor, axis: int, size: int):
+    """`tensor` with `axis` resized to `size`: fresh normal values for floats, repeats otherwise."""
+    torch = lazy_import("torch", "torch", "torch")
+    shape = list(tensor.shape)
+    shape[axis] = size
+    if tensor.is_floating_point():
+        generator = torch.Generator().manual_seed(1)
+        return torch.randn(shape, generator=generator).to(tensor.dtype)
+    repeats = [1] * tensor.dim()
+    repeats[axis] = -(-size // tensor.shape[axis])
+    return tensor.repeat(*repeats).narrow(axis, 0, size)
+
+
+def second_size_inputs(module, inputs: tuple, axes: dict[int, str]) -> tuple[tuple | None, str]:
+    """Inputs with every dynamic axis grown, on which the eager module runs; or (None, why not).
+
+    Doubling keeps the divisibility U-Nets need (a multiple of 2^depth stays one); where the
+    module refuses the doubled size, one step more is tried.
+    """
+    torch = lazy_import("torch", "torch", "torch")
+    last_error = ""
+    for grow in (lambda n: 2 * n, lambda n: n + 1):
+        candidate = inputs
+        for axis in sorted(axes):
+            candidate = tuple(_grown(t, axis, grow(int(t.shape[axis]))) for t in candidate)
+        try:
+            with torch.no_grad():
+                module(*candidate)
+            return candidate, ""
+        except Exception as error:  # noqa: BLE001 - the module's own limits decide the size
+            last_error = one_line(error)
+    return None, last_error
