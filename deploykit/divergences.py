@@ -3,35 +3,40 @@ upstream.  A result that matches one is still shown, marked `known`, and does no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, Strict, StringConstraints
+from pydantic.dataclasses import dataclass
 
 from deploykit.errors import UsageError
 from deploykit.hazards import HAZARDS
 from deploykit.metrics import VERDICTS
 from deploykit.paths import KNOWN_DIVERGENCES
+from deploykit.schema import known_name, validated
 from deploykit.spec import ConvTransposeSpec
 from deploykit.yamlfile import read_yaml
 
+#: A string with more than blanks, kept as written: YAML's `true` or `5` is no name.
+Text = Annotated[str, Strict(), StringConstraints(pattern=r"\S")]
+#: Verdicts a divergence may explain: every verdict but `pass`, which needs no explaining.
+EXPLAINABLE = tuple(v for v in VERDICTS if v != "pass")
 
-@dataclass(frozen=True)
+
+# Strictness is per field (Text): a strict dataclass would take only instances, not the YAML mapping.
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Divergence:
-    id: str
-    backends: tuple[str, ...]
-    hazard: str
-    verdicts: tuple[str, ...]
-    reason: str
-    upstream: str
+    """One table entry; the schema the table is checked against when it loads."""
+
+    id: Text
+    backends: Annotated[tuple[Text, ...], Field(min_length=1)]
+    hazard: Annotated[Text, known_name("hazard", HAZARDS)]
+    verdicts: Annotated[tuple[Annotated[Text, known_name("verdict", EXPLAINABLE)], ...], Field(min_length=1)]
+    reason: Text
+    upstream: Text = ""  # may be left out for a divergence not yet filed
 
     def matches(self, spec: ConvTransposeSpec, backend: str, verdict: str) -> bool:
         return backend in self.backends and verdict in self.verdicts and HAZARDS[self.hazard].applies(spec)
-
-
-#: Entry keys and whether each is required; `upstream` may be left out for a divergence not yet filed.
-FIELDS: dict[str, bool] = {"id": True, "backends": True, "hazard": True, "verdicts": True, "reason": True, "upstream": False}
-LISTS = ("backends", "verdicts")
-#: Verdicts a divergence may explain: every verdict but `pass`, which needs no explaining.
-EXPLAINABLE = tuple(v for v in VERDICTS if v != "pass")
 
 
 def load(path: Path | str = KNOWN_DIVERGENCES) -> list[Divergence]:
@@ -51,45 +56,12 @@ def load(path: Path | str = KNOWN_DIVERGENCES) -> list[Divergence]:
         where = f"{what}, entry {index}"
         if isinstance(entry, dict) and isinstance(entry.get("id"), str):
             where += f" ({entry['id']})"
-        try:
-            divergence = _entry(entry)
-        except ValueError as error:
-            raise UsageError(f"{where}: {error}") from None
+        divergence = validated(Divergence, entry, where)
         earlier = next((i for i, d in enumerate(table) if d.id == divergence.id), None)
         if earlier is not None:
             raise UsageError(f"{where}: id {divergence.id!r} is already used by entry {earlier}")
         table.append(divergence)
     return table
-
-
-def _entry(entry: object) -> Divergence:
-    """One entry checked by schema: known keys, the right types, known hazard and verdict names."""
-    if not isinstance(entry, dict):
-        raise ValueError(f"expected a mapping with {', '.join(FIELDS)}, got {entry!r}")
-    unknown = sorted(map(str, set(entry) - set(FIELDS)))
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)}; expected {', '.join(FIELDS)}")
-    missing = [key for key, required in FIELDS.items() if required and key not in entry]
-    if missing:
-        raise ValueError(f"lacks {', '.join(missing)}; needs {', '.join(k for k, r in FIELDS.items() if r)}")
-    for key, value in entry.items():
-        if key in LISTS and not (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
-            raise ValueError(f"{key} must be a non-empty list of names, got {value!r}")
-        if key not in LISTS and not (isinstance(value, str) and value.strip()):
-            raise ValueError(f"{key} must be a non-empty string, got {value!r}")
-    if entry["hazard"] not in HAZARDS:
-        raise ValueError(f"unknown hazard {entry['hazard']!r}; known: {', '.join(HAZARDS)}")
-    for verdict in entry["verdicts"]:
-        if verdict not in EXPLAINABLE:
-            raise ValueError(f"unknown verdict {verdict!r}; known: {', '.join(EXPLAINABLE)}")
-    return Divergence(
-        id=entry["id"],
-        backends=tuple(entry["backends"]),
-        hazard=entry["hazard"],
-        verdicts=tuple(entry["verdicts"]),
-        reason=entry["reason"],
-        upstream=entry.get("upstream", ""),
-    )
 
 
 def match(table: list[Divergence], spec: ConvTransposeSpec, backend: str, verdict: str) -> Divergence | None:

@@ -7,8 +7,8 @@ attribute names plus input_shape, out_channels, bias, dtype, opset, weights_as_i
 and name.  An axis value that is a mapping sets several keys together (e.g. a rank-consistent
 input_shape + kernel_shape).  Scalars broadcast over the spatial axes (`strides: 2`).
 
-Values are checked by type (`ConvTransposeSpec` refuses `group: true` or `bias: "false"`), and
-every config gets a unique label; an error is one line naming the file, the row and the key.
+The top level is checked by a schema, values by type (`ConvTransposeSpec` refuses `group: true` or
+`bias: "false"`), and every config gets a unique label; an error is one line naming file, row and key.
 """
 
 from __future__ import annotations
@@ -17,23 +17,38 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from deploykit.errors import UsageError
 from deploykit.paths import MATRICES_DIR
+from deploykit.schema import validated
 from deploykit.spec import BFLOAT16_MIN_OPSET, DEFAULT_OPSET, DTYPE_SHORT, DTYPES, ConvTransposeSpec, SpecError
 from deploykit.yamlfile import read_yaml
 
-#: Top-level keys and the YAML type each must have (None, i.e. an empty value, means "not given").
-TOP_LEVEL: dict[str, tuple[type, str]] = {
-    "name": (str, "a string"),
-    "description": (str, "a string"),
-    "defaults": (dict, "a mapping"),
-    "axes": (dict, "a mapping"),
-    "expand": (str, "'pairwise' or 'product'"),
-    "cross": (list, "a list of axis names"),
-    "cases": (list, "a list of mappings"),
-}
+
+class MatrixFile(BaseModel):
+    """A matrix file's top level; the keys and values inside a config are ConvTransposeSpec's to check."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str | None = None
+    description: str | None = None
+    defaults: dict[Any, Any] = {}
+    axes: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    expand: Literal["pairwise", "product"] = "pairwise"
+    cross: list[str] = []
+    cases: list[dict[Any, Any]] = []
+
+    @field_validator("cross")
+    @classmethod
+    def _cross_names_axes(cls, cross: list[str], info: ValidationInfo) -> list[str]:
+        axes = info.data.get("axes", cross)  # absent when axes: itself is wrong, which is reported already
+        for key in cross:
+            if key not in axes:
+                raise ValueError(f"{key!r} is not an axis; axes: {', '.join(axes) or 'none'}")
+        return cross
 
 
 @dataclass
@@ -84,20 +99,14 @@ def resolve_path(name_or_path: str) -> Path:
     )
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """The file's top-level mapping; unreadable, non-UTF-8 or malformed files are usage errors."""
+def _read(path: Path) -> MatrixFile:
+    """The file's top level, checked; unreadable, non-UTF-8 or malformed files are usage errors."""
     data = read_yaml(path, "matrix")
     if data is None:
         raise UsageError(f"matrix {path} is empty: it holds no configs")
-    if not isinstance(data, dict):
-        raise UsageError(f"matrix {path}: expected a mapping with defaults/axes/cases at the top")
-    unknown = set(data) - set(TOP_LEVEL)
-    if unknown:
-        raise UsageError(f"matrix {path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}")
-    for key, (kind, what) in TOP_LEVEL.items():
-        if data.get(key) is not None and not isinstance(data[key], kind):
-            raise UsageError(f"matrix {path}: {key} must be {what}, got {data[key]!r}")
-    return data
+    if isinstance(data, dict):  # an empty value (`axes:` and nothing after it) is YAML null: not given
+        data = {key: value for key, value in data.items() if value is not None}
+    return validated(MatrixFile, data, f"matrix {path.name}")
 
 
 def _with_dtype_opset(entry: dict[str, Any]) -> dict[str, Any]:
@@ -160,42 +169,29 @@ def _axes_rows(axes: dict[str, list[Any]], expand: str, base: _Entry) -> list[_E
     return [entry(r) for r in rows]
 
 
-def _axes_entries(data: dict[str, Any], file: str) -> list[_Entry]:
+def _axes_entries(data: MatrixFile, file: str) -> list[_Entry]:
     """`cross:` axes go as a full product; the other axes are expanded per combination."""
-    axes = data.get("axes") or {}
-    for key, options in axes.items():
-        if not isinstance(options, list) or not options:
-            raise UsageError(f"matrix {file}: axis {key!r} must be a non-empty list of values, got {options!r}")
-    cross = data.get("cross") or []
-    if any(not isinstance(key, str) or key not in axes for key in cross):
-        raise UsageError(f"matrix {file}: cross must list axis names from axes:, got {cross!r}")
-    expand = data.get("expand") or "pairwise"
-    if expand not in ("pairwise", "product"):
-        raise UsageError(f"matrix {file}: expand must be 'pairwise' or 'product', got {expand!r}")
+    axes, cross = data.axes, data.cross
     if not axes:
         return []
-    defaults = data.get("defaults") or {}
     inner = {k: v for k, v in axes.items() if k not in cross}
     entries: list[_Entry] = []
     for fixed in itertools.product(*(axes[k] for k in cross)):
         described = ", ".join(f"{k!r}: {v!r}" for k, v in zip(cross, fixed))
-        config = _merge(defaults, *(_axis_value(k, v) for k, v in zip(cross, fixed)))
+        config = _merge(data.defaults, *(_axis_value(k, v) for k, v in zip(cross, fixed)))
         base = _Entry(file, described, 0, config)
-        rows = _axes_rows(inner, expand, base) if inner else [_Entry(file, f"axes row {{{described}}}", 0, config)]
+        rows = _axes_rows(inner, data.expand, base) if inner else [_Entry(file, f"axes row {{{described}}}", 0, config)]
         entries.extend(rows)
     if not entries:
         raise UsageError(f"matrix {file}: every axes row breaks an ONNX rule, so axes: adds no config")
     return entries
 
 
-def _case_entries(data: dict[str, Any], file: str) -> list[_Entry]:
-    defaults = data.get("defaults") or {}
+def _case_entries(data: MatrixFile, file: str) -> list[_Entry]:
     entries = []
-    for index, case in enumerate(data.get("cases") or []):
-        if not isinstance(case, dict):
-            raise UsageError(f"matrix {file}, case {index}: expected a mapping, got {case!r}")
+    for index, case in enumerate(data.cases):
         row = f"case {index}" + (f" ({case['name']})" if case.get("name") is not None else "")
-        entries.append(_Entry(file, row, 0, _merge(defaults, case)))
+        entries.append(_Entry(file, row, 0, _merge(data.defaults, case)))
     return entries
 
 
@@ -275,4 +271,4 @@ def load(name_or_path: str, dtypes: list[str] | None = None) -> Matrix:
                 raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
         entries = [_retarget(entry, dtype) for entry in entries for dtype in dtypes]
     specs = _unique_labels(_checked_specs(entries))
-    return Matrix(name=data.get("name") or path.stem, path=path, specs=specs)
+    return Matrix(name=data.name or path.stem, path=path, specs=specs)

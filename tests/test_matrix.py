@@ -6,9 +6,12 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
+from conftest import ROOT
 from deploykit import divergences
 from deploykit.errors import UsageError
 from deploykit.matrix import load
@@ -74,12 +77,18 @@ def test_axes_pairs_and_cross(tmp_path):
         ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3, expect: reject}\n", "marked `expect: reject` but the config is valid"),
         ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: [3, 3]}\n", "kernel_shape has 2 values, expected 1"),
         ("cases:\n  - {input_shape: [1, 4, 5], kernel_shape: 3}\n", "out_channels is required"),
-        ("axes: [1, 2]\n", "axes must be a mapping, got [1, 2]"),
-        ("oops: 1\n", "unknown top-level key(s) oops"),
+        ("axes: [1, 2]\n", "matrix m.yaml: axes: must be a mapping, got [1, 2]"),
+        ("oops: 1\n", "matrix m.yaml: oops: unknown key; known keys: name, description, defaults, axes,"),
         ("defaults: {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3}\naxes:\n  foo: [1, 2]\n  strides: [1, 2]\n",
          "unknown key(s) foo"),
-        ("defaults: {input_shape: [1, 4, 5], out_channels: 4}\naxes:\n  kernel_shape: 3\n", "axis 'kernel_shape' must be a non-empty list"),
-        ("axes:\n  strides: [1]\ncross: [nope]\n", "cross must list axis names"),
+        ("defaults: {input_shape: [1, 4, 5], out_channels: 4}\naxes:\n  kernel_shape: 3\n", "matrix m.yaml: axes.kernel_shape: must be a list, got 3"),
+        ("axes:\n  strides: []\n", "matrix m.yaml: axes.strides: must not be empty, got []"),
+        ("axes:\n  strides: [1]\ncross: [nope]\n", "matrix m.yaml: cross: 'nope' is not an axis; axes: strides"),
+        ("axes:\n  strides: [1]\nexpand: all\n", "matrix m.yaml: expand: must be 'pairwise' or 'product', got 'all'"),
+        ("cross: [true]\n", "matrix m.yaml: cross[0]: must be a string, got True"),
+        ("name: !!binary aGk=\n", "matrix m.yaml: name: must be a string, got b'hi'"),  # strict: no bytes -> str
+        ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4}\n  - 3\n  - [a]\n", "matrix m.yaml: cases[1]: must be a mapping, got 3; cases[2]: must be a mapping, got ['a']"),
+        ("- {name: a}\n", "matrix m.yaml: must be a mapping, got [{'name': 'a'}]; known keys: name, description,"),
         ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3, dtype: bfloat16, opset: 17}\n", "bfloat16 ConvTranspose needs opset >= 22"),
     ],
 )
@@ -88,7 +97,7 @@ def test_matrix_errors_name_the_problem(tmp_path, text, needle):
     path.write_text(text)
     with pytest.raises(UsageError, match=None) as error:
         load(str(path))
-    assert needle in str(error.value)
+    assert needle in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
 # ----- strict types: a wrong type is a usage error, never a silent conversion ----------------------
@@ -144,7 +153,7 @@ LAYER = "input_shape: [1, 4, 5, 5], out_channels: 3, kernel_shape: [3, 3]"
          r"^matrix m\.yaml, axes row \{'strides': [12], 'bias': 'no'\}: bias must be true or false, got 'no'$"),
         # `opset: true` once became opset 22 when --dtypes bfloat16 raised "an opset below 22"
         (f"cases:\n  - {{{LAYER}, opset: true}}\n", r"^matrix m\.yaml, case 0 as bfloat16: opset True is outside"),
-        ("name: [a]\ncases: []\n", r"^matrix .*m\.yaml: name must be a string, got \['a'\]$"),
+        ("name: [a]\ncases: []\n", r"^matrix m\.yaml: name: must be a string, got \['a'\]$"),
     ],
 )
 def test_wrong_types_in_a_matrix_are_one_line_naming_file_row_and_key(tmp_path, text, pattern):
@@ -266,6 +275,8 @@ def test_the_shipped_divergence_table_loads(tmp_path):
     assert len(table) >= 8 and len({d.id for d in table}) == len(table)
     expected = divergences.Divergence("x", ("ort-cpu",), "grouped", ("rejected",), "r", "u")
     assert divergences.load(write(tmp_path, entry(), "known.yaml")) == [expected]
+    padded = divergences.load(write(tmp_path, entry(reason=" r ", upstream=None), "known.yaml"))
+    assert padded == [divergences.Divergence("x", ("ort-cpu",), "grouped", ("rejected",), " r ")]  # kept as written
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "latin-1"])
@@ -284,16 +295,23 @@ def test_an_unusable_divergence_table_is_an_error_not_an_empty_table(tmp_path, k
     [
         ("", "is empty; write [] for a table without entries"),
         ("{id: x}\n", "must be a list of entries"),
-        (entry(note="n"), "entry 0 (x): unknown key(s) note"),
-        (entry(reason=None), "entry 0 (x): lacks reason"),
-        (entry(backends="ort-cpu"), "entry 0 (x): backends must be a non-empty list of names, got 'ort-cpu'"),
-        (entry(verdicts=["rejected", 3]), "entry 0 (x): verdicts must be a non-empty list of names, got ['rejected', 3]"),
-        (entry(reason=5), "entry 0 (x): reason must be a non-empty string, got 5"),
-        (entry(hazard="groupd"), "entry 0 (x): unknown hazard 'groupd'; known: "),
-        (entry(verdicts=["rejectd"]), "entry 0 (x): unknown verdict 'rejectd'; known: "),
-        (entry(verdicts=["pass"]), "entry 0 (x): unknown verdict 'pass'"),
+        (entry(note="n"), "entry 0 (x): note: unknown key; known keys: id, backends, hazard, verdicts, reason, upstream"),
+        (entry(reason=None), "entry 0 (x): reason: is required"),
+        (entry(id=None, reason=None), "entry 0: id: is required; reason: is required"),  # every problem, one line
+        (entry(backends="ort-cpu"), "entry 0 (x): backends: must be a list, got 'ort-cpu'"),
+        (entry(backends=[]), "entry 0 (x): backends: must not be empty, got []"),
+        (entry(backends=[None]), "entry 0 (x): backends[0]: must be a string, got None"),
+        (entry(verdicts=["rejected", 3]), "entry 0 (x): verdicts[1]: must be a string, got 3"),
+        (entry(reason=5), "entry 0 (x): reason: must be a string, got 5"),
+        (entry(reason=" "), "entry 0 (x): reason: must not be blank, got ' '"),
+        (entry(upstream=""), "entry 0 (x): upstream: must not be blank, got ''"),  # may be left out, not left empty
+        (entry(id=True), "entry 0: id: must be a string, got True"),
+        (entry(reason=None).replace("}", ", reason: !!binary aGk=}"), "entry 0 (x): reason: must be a string, got b'hi'"),
+        (entry(hazard="groupd"), "entry 0 (x): hazard: unknown hazard 'groupd'; known: "),
+        (entry(verdicts=["rejectd"]), "entry 0 (x): verdicts[0]: unknown verdict 'rejectd'; known: "),
+        (entry(verdicts=["pass"]), "entry 0 (x): verdicts[0]: unknown verdict 'pass'"),
         (entry() + entry(), "entry 1 (x): id 'x' is already used by entry 0"),
-        ("- [x]\n", "entry 0: expected a mapping"),
+        ("- [x]\n", "entry 0: must be a mapping, got ['x']; known keys: id, backends,"),
     ],
 )
 def test_divergence_entries_are_validated_by_schema(tmp_path, text, needle):
@@ -301,4 +319,24 @@ def test_divergence_entries_are_validated_by_schema(tmp_path, text, needle):
     path.write_text(text)
     with pytest.raises(UsageError) as error:
         divergences.load(path)
-    assert f"known-divergence table {path}" in str(error.value) and needle in str(error.value), str(error.value)
+    message = str(error.value)
+    assert f"known-divergence table {path}" in message and needle in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize(
+    "matrix, table, needle",
+    [
+        ("axes: {strides: [1, 2]}\nexpand: all\n", entry(), "matrix m.yaml: expand: must be 'pairwise' or 'product', got 'all'"),
+        (f"cases:\n  - {{{LAYER}}}\n", entry(hazard="nope", verdicts=[1]),
+         "entry 0 (x): hazard: unknown hazard 'nope'; known: output_padding_ge_stride,"),
+    ],
+)
+def test_schema_errors_reach_the_command_line_as_one_line_exit_2(tmp_path, matrix, table, needle):
+    """A pydantic ValidationError never leaks as a traceback or a multi-line block."""
+    (tmp_path / "m.yaml").write_text(matrix)
+    (tmp_path / "known_divergences.yaml").write_text(table)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "deploykit", "conformance", "run", "--matrix", "m.yaml", "--db", "x.db"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert (proc.returncode, len(lines)) == (2, 1) and needle in lines[0] and "Traceback" not in proc.stdout, proc.stderr
