@@ -6,18 +6,21 @@ with no traceback; findings exit 1; success exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
-from deploykit.errors import MissingDependency, UsageError
+from deploykit.errors import MissingDependency, RunAborted, RunInterrupted, UsageError
 from deploykit.timing import MATRIX_TIMING, TimingOptions
 
 
@@ -108,13 +111,16 @@ def backends_command() -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="folder for the ONNX backend-test layout")
 @click.option("--dtypes", default=None, help="re-target every config to these dtypes (comma-separated)")
 @click.option("--dynamic-batch", is_flag=True, help="declare X's first axis as the dynamic dimension N")
-def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: bool) -> None:
+@click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
+def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: bool, max_memory: str | None) -> None:
     """Write each config as model.onnx + test_data_set_0 (inputs and reference outputs)."""
+    from deploykit import resources
     from deploykit.matrix import load
     from deploykit.onnxgen import build_case, check, write_backend_test_case
     from deploykit.reference import run_spec
 
     loaded = load(matrix, _csv(dtypes, "--dtypes"))
+    resources.check_budget(loaded.specs, resources.parse_size(max_memory) if max_memory else resources.default_budget())
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -152,6 +158,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 @click.option("--duration", type=click.FloatRange(min=0), default=MATRIX_TIMING.duration_s, show_default=True, help="with --latency: at least this many seconds of samples")
 @click.option("--include-transfers", is_flag=True, help="with --latency: time host<->device copies too")
 @click.option("--precision", type=click.Choice(["fp32", "tf32"]), default="fp32", show_default=True, help="GPU backends: allow TF32 for float32")
+@click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 def conformance_run(
     matrix: str,
     backends: str | None,
@@ -169,13 +176,15 @@ def conformance_run(
     duration: float,
     include_transfers: bool,
     precision: str,
+    max_memory: str | None,
 ) -> None:
     """Run a conformance matrix; exit 1 when a non-pass result is not a known divergence."""
     from deploykit import backends as registry
     from deploykit import divergences
     from deploykit.conformance import RunRequest, is_failure, run
     from deploykit.metrics import Tolerance
-    from deploykit.report import summary, to_json_records
+    from deploykit.report import summary, to_json_report
+    from deploykit.resources import parse_size
 
     if not all(math.isfinite(v) for v in (timeout or 0.0, atol or 0.0, rtol or 0.0)):
         raise UsageError("--timeout, --atol and --rtol must be finite numbers")
@@ -194,19 +203,60 @@ def conformance_run(
         tolerance=tolerance,
         latency=TimingOptions(warmup_ms, iterations, duration, include_transfers).as_dict() if latency else None,
         precision=precision,
+        max_memory=parse_size(max_memory) if max_memory is not None else None,
+        explicit=_explicit_run_options(),
     )
     if latency and jobs > 1:
         _warn(f"--latency with --jobs {jobs}: configs are timed side by side and compete for cores; use --jobs 1 for numbers to publish")
-    run_id, results, _ = run(request, stderr)
+    with _sigterm_as_interrupt():
+        try:
+            outcome = run(request, stderr)
+        except KeyboardInterrupt:
+            raise RunInterrupted(f"interrupted; the results stored in {db} stay") from None
+    for note in outcome.notes:
+        _warn(note)
+    results = outcome.results
     summary(results, stdout)
     failures = [r for r in results if is_failure(r)]
     stdout.print(
-        f"run {run_id}: {len(results)} results, {sum(r.verdict == 'pass' for r in results)} pass, "
+        f"run {outcome.run.run_id}: {len(results)} results, {sum(r.verdict == 'pass' for r in results)} pass, "
         f"{sum(bool(r.known_divergence) for r in results)} known divergences, {len(failures)} new findings; stored in {db}"
     )
     if json_path:
-        _write_json(json_path, to_json_records(results))
+        _write_json(json_path, to_json_report(outcome.run, results))
     sys.exit(1 if failures else 0)
+
+
+#: command-line options of `conformance run` -> the run parameter they set (see RESUME_FIXED)
+_RUN_PARAMETER = {
+    "matrix": "matrix", "backends": "backends", "dtypes": "dtypes", "atol": "tolerance", "rtol": "tolerance",
+    "latency": "latency", "warmup_ms": "latency", "iterations": "latency", "duration": "latency",
+    "include_transfers": "latency", "precision": "precision",
+}
+
+
+def _explicit_run_options() -> set[str]:
+    """Run parameters the user typed (not defaults), so --resume can refuse contradicting ones."""
+    context = click.get_current_context()
+    return {
+        parameter for option, parameter in _RUN_PARAMETER.items()
+        if context.get_parameter_source(option) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a CI runner cancelling a job, `kill`) stops a run as Ctrl-C does: workers are
+    stopped, what was stored stays, and the resume hint is printed."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @conformance_app.command("report")
@@ -216,7 +266,7 @@ def conformance_run(
 @click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
 def conformance_report(db: Path, format_: str, output: Path | None, run_id: int | None) -> None:
     """Report a stored run as a table, JSON records or Markdown."""
-    from deploykit.report import summary, to_json_records, to_markdown
+    from deploykit.report import summary, to_json_report, to_markdown
     from deploykit.store import Store
 
     store = Store(db, create=False)
@@ -231,12 +281,12 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
     finally:
         store.close()
     if format_ == "json":
-        text = json.dumps(to_json_records(results), indent=2) + "\n"
+        text = json.dumps(to_json_report(chosen, results), indent=2) + "\n"
     elif format_ == "md":
-        text = to_markdown(results)
+        text = to_markdown(results, chosen)
     else:
         console = Console(width=160, file=io.StringIO()) if output else stdout
-        summary(results, console)
+        summary(results, console, run=chosen)
         text = console.file.getvalue() if output else ""
     if output:
         _write_text(output, text)
@@ -467,6 +517,16 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, MissingDependency) as error:
         _error(str(error))
         return 2
+    except RunInterrupted as error:
+        _error(f"{error}: finish the run with `deploykit conformance run --resume` and the same --db")
+        return 130
+    except RunAborted as error:
+        hint = "what was stored stays: fix the cause, then finish with --resume" if error.resumable else "fix the cause and run again"
+        _error(f"{error}; {hint}")
+        return 2
+    except MemoryError:
+        _error("out of memory; lower --max-memory or --jobs, or run fewer or smaller configs")
+        return 2
     except click.exceptions.UsageError as error:
         _error(error.format_message())
         return 2
@@ -479,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         _error("interrupted")
         return 130
     except KeyboardInterrupt:
-        _error("interrupted (use --resume to finish the run)")
+        _error("interrupted")
         return 130
     return code if isinstance(code, int) else 0
 

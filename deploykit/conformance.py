@@ -1,25 +1,35 @@
-"""`deploykit conformance run`: matrix -> tasks -> isolated workers -> store -> summary."""
+"""`deploykit conformance run`: matrix -> tasks -> isolated workers -> store -> summary.
+
+Everything that can be checked is checked before a worker starts or the database is touched:
+the matrix, the backends, each config's memory against the budget, and for `--resume` that the
+run is not live elsewhere, that its matrix has not changed, and that no option given on the
+command line contradicts the run being finished.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deploykit import backends as registry
-from deploykit import environment
-from deploykit.errors import UsageError
+from deploykit import environment, liveness, resources
+from deploykit.errors import RunAborted, UsageError
 from deploykit.execute import Result
 from deploykit.harness import Task, WorkerOptions, run_tasks
+from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
 from deploykit.metrics import SKIPPED, Tolerance
-from deploykit.store import Store
-
+from deploykit.store import Run, Store
 
 DEFAULT_TIMEOUT = 120.0
+#: Options a resumed run takes from the run itself; giving a different one is a usage error.
+RESUME_FIXED = ("matrix", "backends", "dtypes", "tolerance", "latency", "precision")
 
 
 @dataclass
@@ -34,6 +44,17 @@ class RunRequest:
     tolerance: Tolerance | None = None
     latency: dict | None = None
     precision: str = "fp32"
+    max_memory: int | None = None  # per-config budget in bytes; None: resources.default_budget()
+    #: the RESUME_FIXED options the user gave explicitly (checked against a resumed run)
+    explicit: set[str] = field(default_factory=set)
+
+
+@dataclass
+class RunOutcome:
+    run: Run
+    results: list[Result]
+    environment: dict
+    notes: list[str]  # one line each: what deploykit decided for the user (e.g. fewer workers)
 
 
 def is_failure(result: Result) -> bool:
@@ -41,27 +62,56 @@ def is_failure(result: Result) -> bool:
     return result.verdict != "pass" and result.verdict not in SKIPPED and not result.known_divergence
 
 
-def _parameters(request: RunRequest) -> dict:
+def matrix_hash(matrix: Matrix) -> str:
+    """What the run's tasks are made of: every config's id, expectation and label."""
+    content = sorted((spec.id, spec.expect, spec.label) for spec in matrix.specs)
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
+
+def _matrix_reference(name_or_path: str) -> str:
+    """A built-in name stays a name; a file becomes an absolute path, so --resume works anywhere."""
+    if Path(name_or_path).suffix in (".yaml", ".yml") or Path(name_or_path).exists():
+        return str(Path(name_or_path).resolve())
+    return name_or_path
+
+
+def _parameters(request: RunRequest, matrix: Matrix, jobs: int) -> dict:
     """What a run is asked to do, stored so `--resume` can finish it from any directory."""
-    matrix = request.matrix
-    if Path(matrix).suffix in (".yaml", ".yml") or Path(matrix).exists():
-        matrix = str(Path(matrix).resolve())
     return {
-        "matrix": matrix,
+        "matrix": _matrix_reference(request.matrix),
+        "matrix_hash": matrix_hash(matrix),
         "backends": request.backends,
         "dtypes": request.dtypes,
         "tolerance": None if request.tolerance is None else vars(request.tolerance),
         "latency": request.latency,
         "precision": request.precision,
         "timeout": request.timeout,
-        "jobs": request.jobs,
-        "threads_per_worker": _threads_per_worker(request.jobs),
+        "jobs": jobs,
+        "threads_per_worker": _threads_per_worker(jobs),
     }
 
 
 def _threads_per_worker(jobs: int) -> int:
     """Intra-op threads each worker gets, so parallel workers do not oversubscribe the cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, resources.usable_cores() // max(1, jobs))
+
+
+def _check_resume_options(request: RunRequest, stored: dict) -> None:
+    """An option given with --resume must agree with the run's, never be silently ignored."""
+    given = {
+        "matrix": _matrix_reference(request.matrix),
+        "backends": request.backends,
+        "dtypes": request.dtypes,
+        "tolerance": None if request.tolerance is None else vars(request.tolerance),
+        "latency": request.latency,
+        "precision": request.precision,
+    }
+    for name in RESUME_FIXED:
+        if name in request.explicit and given[name] != stored.get(name):
+            raise UsageError(
+                f"--resume finishes the run as it started, with --{name} {stored.get(name)!r}, not {given[name]!r};"
+                f" drop --{name}, or drop --resume to start a new run"
+            )
 
 
 def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
@@ -78,55 +128,110 @@ def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
         tolerance=Tolerance(**tolerance) if tolerance else None,
         latency=parameters.get("latency"),
         precision=parameters.get("precision", "fp32"),
+        max_memory=request.max_memory,
     )
 
 
-def run(request: RunRequest, console: Console) -> tuple[int, list[Result], dict]:
-    """Execute (or resume) a run; returns (run_id, all its results, environment)."""
+def _load_checked(request: RunRequest) -> tuple[Matrix, int]:
+    """The matrix, its backends known and every config within the memory budget (largest need)."""
+    matrix = load_matrix(request.matrix, request.dtypes)
+    for name in request.backends:
+        registry.get(name)  # unknown names fail here, before any work
+    budget = request.max_memory or resources.default_budget()
+    return matrix, resources.check_budget(matrix.specs, budget)
+
+
+def _resumable(store: Store, request: RunRequest) -> Run:
+    previous = store.latest_run(unfinished_only=True)
+    if previous is None:
+        raise UsageError(f"nothing to resume in {request.db}: its last run is complete (drop --resume)")
+    timeout = request.timeout or previous.parameters.get("timeout") or DEFAULT_TIMEOUT
+    live = liveness.still_running(previous.owner, store.last_activity(previous), timeout)
+    if live:
+        raise UsageError(f"run {previous.run_id} in {request.db} {live}; wait for it, or stop it first")
+    _check_resume_options(request, previous.parameters)
+    return previous
+
+
+def _tasks(matrix: Matrix, backends: list[str]) -> list[Task]:
+    return [Task(spec, backend) for spec in matrix.specs for backend in backends]
+
+
+def _open_resumed(request: RunRequest) -> tuple[Store, RunRequest, Matrix, int, Run]:
+    """The unfinished run to finish, with every --resume check passed, now owned by this process."""
+    if not request.db.exists():
+        raise UsageError(f"nothing to resume: {request.db} does not exist (drop --resume to start a run)")
     store = Store(request.db)
     try:
-        if request.resume:
-            previous = store.latest_run(unfinished_only=True)
-            if previous is None:
-                raise UsageError(f"nothing to resume in {request.db}: its last run is complete (drop --resume)")
-            request = _request_from_run(request, previous.parameters)
-            run_id, env = previous.run_id, previous.environment
-        matrix = load_matrix(request.matrix, request.dtypes)
-        for name in request.backends:
-            registry.get(name)  # unknown names fail here, before any work
-        tasks = [Task(spec, backend) for spec in matrix.specs for backend in request.backends]
-        if not request.resume:
+        previous = _resumable(store, request)
+        request = _request_from_run(request, previous.parameters)
+        matrix, largest = _load_checked(request)
+        if matrix_hash(matrix) != previous.parameters.get("matrix_hash"):
+            raise UsageError(
+                f"matrix {request.matrix} changed since run {previous.run_id} started, so its results would"
+                " mix two matrices; drop --resume to start a new run"
+            )
+        store.take_over(previous.run_id, liveness.current_owner())
+    except BaseException:
+        store.close()
+        raise
+    return store, request, matrix, largest, previous
+
+
+def run(request: RunRequest, console: Console) -> RunOutcome:
+    """Execute (or resume) a run; nothing is written before every check has passed."""
+    previous = None
+    if request.resume:
+        store, request, matrix, largest, previous = _open_resumed(request)
+    else:
+        matrix, largest = _load_checked(request)
+        store = Store(request.db)
+    try:
+        jobs, note = resources.worker_count(request.jobs, largest)
+        tasks = _tasks(matrix, request.backends)
+        if previous is None:
             env = environment.collect()
-            run_id = store.start_run(matrix.name, _parameters(request), env, len(tasks))
-        done = store.done(run_id)
-        todo = [t for t in tasks if (t.spec.id, t.spec.expect, t.backend) not in done]
-        options = WorkerOptions(
-            tolerance=request.tolerance,
-            threads=_threads_per_worker(request.jobs),
-            latency=request.latency,
-            precision=request.precision,
-            preload=tuple(request.backends),
-        )
-        progress = Progress(
-            TextColumn("[bold]conformance"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        )
-        with progress:
-            bar = progress.add_task("", total=len(tasks), completed=len(tasks) - len(todo))
-
-            def record(result: Result) -> None:
-                store.add(run_id, result)
-                progress.update(bar, advance=1, description=f"{result.label} on {result.backend}")
-
-            timeout = request.timeout if request.timeout is not None else DEFAULT_TIMEOUT
-            run_tasks(todo, record, jobs=request.jobs, timeout=timeout, options=options)
+            parameters = _parameters(request, matrix, jobs)
+            run_id = store.start_run(matrix.name, parameters, env, len(tasks), liveness.current_owner())
+        else:
+            run_id, env = previous.run_id, previous.environment
+        _execute(store, run_id, tasks, request, jobs, console)
         store.finish_run(run_id)
-        return run_id, store.results(run_id), env
+        return RunOutcome(store.run(run_id), store.results(run_id), env, [note] if note else [])
+    except sqlite3.Error as error:  # a full disk or a file size limit: SQLite keeps the file intact
+        raise RunAborted(f"cannot write results to {request.db}: {error}", resumable=previous is not None or _started(store)) from None
     finally:
         store.close()
+
+
+def _started(store: Store) -> bool:
+    """Whether a run row exists to resume (a disk can fill up before the first one is written)."""
+    try:
+        return store.latest_run(unfinished_only=True) is not None
+    except sqlite3.Error:
+        return False
+
+
+def _execute(store: Store, run_id: int, tasks: list[Task], request: RunRequest, jobs: int, console: Console) -> None:
+    done = store.done(run_id)
+    todo = [t for t in tasks if (t.spec.id, t.spec.expect, t.backend) not in done]
+    options = WorkerOptions(
+        tolerance=request.tolerance,
+        threads=_threads_per_worker(jobs),
+        latency=request.latency,
+        precision=request.precision,
+        preload=tuple(request.backends),
+    )
+    progress = Progress(
+        TextColumn("[bold]conformance"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=console, transient=True, disable=not console.is_terminal,
+    )
+    with progress:
+        bar = progress.add_task("", total=len(tasks), completed=len(tasks) - len(todo))
+
+        def record(result: Result) -> None:
+            store.add(run_id, result)
+            progress.update(bar, advance=1, description=f"{result.label} on {result.backend}")
+
+        timeout = request.timeout if request.timeout is not None else DEFAULT_TIMEOUT
+        run_tasks(todo, record, jobs=jobs, timeout=timeout, options=options)

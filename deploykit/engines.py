@@ -1,9 +1,8 @@
 """TensorRT engine building (minimal: one optimisation profile, optional FP16).
 
 Written against the TensorRT 10 Python API (Builder, OnnxParser, BuilderConfig,
-build_serialized_network).  TensorRT cannot be installed in deploykit's development workplace,
-so this path has never run on real TensorRT; `availability()` keeps it from being reached
-without both the package and a GPU.
+build_serialized_network).  This path has never run on real TensorRT; `availability()` keeps it
+from being reached without both the package and a GPU.
 """
 
 from __future__ import annotations

@@ -20,3 +20,18 @@ def lazy_import(module: str, package: str, extra: str | None = None):
     except ImportError as error:
         hint = f"pip install 'deploykit[{extra}]'" if extra else f"pip install {package}"
         raise MissingDependency(f"needs the '{package}' package ({error}); install it with: {hint}") from error
+
+
+class RunAborted(Exception):
+    """The run cannot go on for a reason outside the backends under test (a full disk, workers
+    that do not start, deploykit's own reference failing).  Nothing false is recorded: what was
+    stored stays, and `--resume` finishes the run once the cause is fixed (`resumable=False`
+    when the run never started).  Exit code 2."""
+
+    def __init__(self, message: str, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.resumable = resumable
+
+
+class RunInterrupted(RunAborted):
+    """Ctrl-C or SIGTERM stopped a run; exit code 130 as for any interrupted command."""

@@ -10,7 +10,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -140,14 +140,34 @@ class Executor:
             self._cases.popitem(last=False)
         return prepared
 
-    def run(self, spec: ConvTransposeSpec, backend_name: str) -> Result:
-        started = time.perf_counter()
-        result = self._run(spec, backend_name)
-        result.duration_ms = (time.perf_counter() - started) * 1e3
+    def run(self, spec: ConvTransposeSpec, backend_name: str, phase: Callable[[str], object] | None = None) -> Result:
+        """One (config, backend) result.
+
+        deploykit's own preparation (the float64 reference) comes first and may raise.  `phase`
+        is told "backend" when the backend's own work (session creation, inference, timing)
+        begins and "judging" when it ends: that span alone is `duration_ms` and what a worker's
+        timeout counts.
+        """
+        phase = phase or (lambda name: None)
+        result = Result.for_spec(spec, backend_name)
+        backend, availability = self.backend(backend_name)
+        result.backend_version = availability.version
+        skipped = self._skip_reason(backend, availability, spec)
+        if skipped:
+            result.verdict, result.reason = skipped
+        else:
+            self._run_backend(backend, self.prepare(spec), result, phase)
         if result.verdict != "pass":
             known = divergences.match(self.known, spec, backend_name, result.verdict)
             result.known_divergence = known.id if known else None
         return result
+
+    @staticmethod
+    def _skip_reason(backend: Backend, availability: Availability, spec: ConvTransposeSpec) -> tuple[str, str] | None:
+        if not availability.available:
+            return "unavailable", availability.reason
+        unsupported = backend.unsupported_reason(spec)
+        return ("unsupported", unsupported) if unsupported else None
 
     def _time(self, runner, case: Case, setup_ms: float, result: Result) -> None:
         """Latency of a prepared runner (session creation stays outside the timed region)."""
@@ -158,44 +178,45 @@ class Executor:
         result.gflops = stats.gflops(case.spec.flops)
         result.setup_ms = setup_ms
 
-    def _run(self, spec: ConvTransposeSpec, backend_name: str) -> Result:
-        result = Result.for_spec(spec, backend_name)
-        backend, availability = self.backend(backend_name)
-        result.backend_version = availability.version
-        if not availability.available:
-            result.verdict, result.reason = "unavailable", availability.reason
-            return result
-        unsupported = backend.unsupported_reason(spec)
-        if unsupported:
-            result.verdict, result.reason = "unsupported", unsupported
-            return result
-        prepared = self.prepare(spec)
+    def _infer(self, backend: Backend, prepared: Prepared, result: Result) -> tuple[np.ndarray, str | None]:
+        """Activate, run once, time if asked; returns the output and a timing problem, if any.
+
+        Raises whatever the runtime raises: the caller turns that into `rejected`."""
+        runner = backend.runner(prepared.case, self.threads)
+        _, setup_ms = timed_ms(runner.activate)
+        try:
+            output = np.asarray(runner.infer(prepared.case.feeds))
+            if self.timing is not None and prepared.case.spec.expect == "accept":
+                try:
+                    self._time(runner, prepared.case, setup_ms, result)
+                except Exception as error:  # noqa: BLE001 - timing must not change the verdict
+                    return output, f"latency not measured: {one_line(error)}"
+            return output, None
+        finally:
+            runner.deactivate()
+
+    def _run_backend(self, backend: Backend, prepared: Prepared, result: Result, phase: Callable[[str], object]) -> None:
+        spec = prepared.case.spec
         if prepared.inferred_shape is not None:
             result.onnx_inferred_shape = list(prepared.inferred_shape)
-        runner = backend.runner(prepared.case, self.threads)
-        timing_problem = None
+        phase("backend")
+        started = time.perf_counter()
         try:
-            _, setup_ms = timed_ms(runner.activate)
-            try:
-                output = np.asarray(runner.infer(prepared.case.feeds))
-                if self.timing is not None and spec.expect == "accept":
-                    try:
-                        self._time(runner, prepared.case, setup_ms, result)
-                    except Exception as error:  # noqa: BLE001 - timing must not change the verdict
-                        timing_problem = f"latency not measured: {one_line(error)}"
-            finally:
-                runner.deactivate()
+            output, timing_problem = self._infer(backend, prepared, result)
         except Exception as error:  # noqa: BLE001 - any refusal is a finding, not a deploykit crash
             if spec.expect == "reject":
                 result.reason = f"refused the spec-invalid model: {one_line(error)}"
             else:
                 result.verdict, result.reason = "rejected", one_line(error)
-            return result
+            return
+        finally:
+            result.duration_ms = (time.perf_counter() - started) * 1e3
+            phase("judging")
         result.actual_shape = list(output.shape)
         if spec.expect == "reject":
             result.verdict = "accepted-invalid"
             result.reason = f"ran it (output {list(output.shape)}) although {'; '.join(spec.violations())}"
-            return result
+            return
         models = backend.accumulation(spec.dtype)
         judgement = judge_output(spec, output, prepared.exact, models, self.tolerance)
         result.verdict, result.reason, drift = judgement.verdict, judgement.reason, judgement.drift
@@ -209,4 +230,3 @@ class Executor:
             result.rel_l2_err = drift.rel_l2_err
             result.max_ulp_err = drift.max_ulp_err
             result.bound_ratio = drift.bound_ratio
-        return result

@@ -1,37 +1,53 @@
 """Isolated workers: a backend that segfaults or hangs costs one config, never the run.
 
 Each worker is a long-lived `spawn`ed process that keeps its imported runtimes and prepared
-cases between tasks (so a smoke run does not pay torch's import per task).  The parent hands
-out one (config, backend) task at a time; when a worker dies the task is recorded as `crash`
-with the signal, when it overruns `timeout` it is killed and recorded as `timeout`, and in both
-cases a fresh worker takes its place.
+cases between tasks (so a smoke run does not pay torch's import per task).  The parent hands out
+one (config, backend) task at a time.  A task has three phases, and only the middle one is the
+backend's: the worker prepares the case (deploykit's float64 reference), says "backend" and runs
+the backend (session creation, inference, timing), then says "judging" and computes the bound and
+the verdict.  `--timeout` counts the backend phase only; deploykit's own phases get their own,
+generous limit.
+
+What becomes a verdict and what does not:
+- the worker dies while the backend runs: `crash` with the signal.  A SIGKILL the parent did not
+  send (the kernel's out-of-memory killer sends it) is retried once in a fresh worker first;
+- the backend overruns the timeout: the worker is killed, `timeout`;
+- a worker that fails to start, or deploykit's own preparation failing, dying or overrunning, is
+  not the backend's doing: no verdict is recorded and the run stops with `RunAborted` (resumable).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable
 
-from deploykit.execute import Executor, Result
+from deploykit.errors import RunAborted
+from deploykit.execute import Executor, Result, one_line
 from deploykit.metrics import Tolerance
 from deploykit.spec import ConvTransposeSpec
 
-
-READY = "ready"
+READY, PHASE, RESULT, FAILED = "ready", "phase", "result", "failed"
+BACKEND = "backend"
 #: How long a fresh worker may take to import its runtimes before it counts as broken.
 STARTUP_LIMIT_S = 120.0
+#: Consecutive worker start-up failures before the run stops.
+STARTUP_ATTEMPTS = 3
+#: deploykit's own phases of one task (the float64 reference, the bound) must finish within this.
+OWN_WORK_LIMIT_S = 600.0
 
 
 @dataclass(frozen=True)
 class Task:
     spec: ConvTransposeSpec
     backend: str
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -44,9 +60,27 @@ class WorkerOptions:
     preload: tuple[str, ...] = ()
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the parent dies, even mid-task (no orphans)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _send(conn: Connection, message) -> bool:
+    """False when the parent is gone: the worker then exits quietly."""
+    try:
+        conn.send(message)
+    except (BrokenPipeError, EOFError, OSError):
+        return False
+    return True
+
+
 def _worker_main(conn: Connection, options: WorkerOptions) -> None:
-    """Worker loop: receive (spec dict, backend) tuples, send Result dicts back; None stops it."""
+    """Worker loop: receive (spec dict, backend), answer each (PHASE, name) then (RESULT, dict); None stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _die_with_parent()
     if options.threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
     executor = Executor(
@@ -57,17 +91,24 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
             executor.backend(name)
         except Exception:  # noqa: BLE001 - the task itself will report the problem
             pass
-    conn.send(READY)
+    if not _send(conn, READY):
+        return
     while True:
         try:
             message = conn.recv()
-        except EOFError:  # the parent died (even by SIGKILL): nothing left to answer to
+        except (EOFError, OSError):  # the parent died (even by SIGKILL): nothing left to answer to
             return
         if message is None:
             return
         spec_dict, backend = message
-        spec = ConvTransposeSpec.from_dict(spec_dict)
-        conn.send(executor.run(spec, backend).as_dict())
+        try:
+            result = executor.run(ConvTransposeSpec.from_dict(spec_dict), backend, lambda name: _send(conn, (PHASE, name)))
+        except Exception as error:  # noqa: BLE001 - deploykit's own work failed, not the backend
+            answer = (FAILED, f"{type(error).__name__}: {one_line(error)}")
+        else:
+            answer = (RESULT, result.as_dict())
+        if not _send(conn, answer):
+            return
 
 
 class _Worker:
@@ -78,18 +119,30 @@ class _Worker:
         child.close()
         self.task: Task | None = None
         self.ready = False
-        self.started = time.monotonic()  # start-up time until ready, then the task's time
+        self.phase = "preparing"  # then BACKEND, then "judging"
+        self.since = time.monotonic()  # start-up or the current phase began
+
+    @property
+    def running(self) -> bool:
+        """In the backend's own phase: only then does a death or an overrun concern the backend."""
+        return self.phase == BACKEND
 
     def submit(self, task: Task) -> None:
-        self.task = task
-        self.started = time.monotonic()
+        self.task, self.phase, self.since = task, "preparing", time.monotonic()
         self.conn.send((task.spec.to_dict(), task.backend))
 
+    def death_reason(self) -> str:
+        self.process.join(timeout=5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"worker killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker killed by signal {-code}"
+        return f"worker exited with code {code}"
+
     def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
+        _send(self.conn, None)
         self.process.join(timeout=2)
         self.kill()
 
@@ -106,32 +159,104 @@ def _failure(task: Task, verdict: str, reason: str, elapsed: float) -> Result:
     return result
 
 
-def _death_reason(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            return f"worker killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"worker killed by signal {-exitcode}"
-    return f"worker exited with code {exitcode}"
+class _Pool:
+    """The parent's side: hand out tasks, watch each worker's phase, turn deaths into verdicts."""
 
+    def __init__(self, tasks: Iterable[Task], on_result: Callable[[Result], None], jobs: int, timeout: float,
+                 options: WorkerOptions) -> None:
+        self.context = mp.get_context("spawn")
+        self.pending = deque(tasks)
+        self.on_result = on_result
+        self.timeout = timeout
+        self.options = options
+        self.start_failures = 0
+        self.workers = [self._new_worker() for _ in range(max(1, min(jobs, len(self.pending) or 1)))]
 
-def _starting(worker: _Worker, ready: list, now: float, context, options: WorkerOptions, pending: deque, on_result) -> _Worker:
-    """Advance a worker that has not said READY yet; a broken start costs the next task."""
-    if worker.conn in ready:
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.context, self.options)
+
+    def _replace(self, index: int) -> _Worker:
+        old = self.workers[index]
+        old.kill()
+        self.workers[index] = self._new_worker()
+        return old
+
+    def run(self) -> None:
         try:
-            if worker.conn.recv() == READY:
-                worker.ready = True
-                return worker
+            while self.pending or any(w.task for w in self.workers):
+                for worker in self.workers:
+                    if worker.ready and worker.task is None and self.pending:
+                        worker.submit(self.pending.popleft())
+                watched = [w.conn for w in self.workers if w.task is not None or not w.ready]
+                ready = wait(watched, timeout=0.2)
+                now = time.monotonic()
+                for index in range(len(self.workers)):
+                    self._step(index, ready, now)
+        finally:
+            for worker in self.workers:
+                worker.stop()
+
+    def _step(self, index: int, ready: list, now: float) -> None:
+        worker = self.workers[index]
+        if not worker.ready:
+            self._starting(index, ready, now)
+        elif worker.task is None:
+            return
+        elif worker.conn in ready:
+            self._receive(index, now)
+        elif worker.running and now - worker.since > self.timeout:
+            task = self._replace(index).task
+            self.on_result(_failure(task, "timeout", f"no answer within {self.timeout:g} s; worker killed", now - worker.since))
+        elif not worker.running and now - worker.since > OWN_WORK_LIMIT_S:
+            self._replace(index)
+            raise RunAborted(f"deploykit's own {worker.phase} of {worker.task.spec.label} took over {OWN_WORK_LIMIT_S:g} s")
+
+    def _starting(self, index: int, ready: list, now: float) -> None:
+        """A worker that has not said READY yet; a broken start costs no task, only a retry."""
+        worker = self.workers[index]
+        if worker.conn in ready:
+            try:
+                if worker.conn.recv() == READY:
+                    worker.ready, self.start_failures = True, 0
+                    return
+            except (EOFError, OSError):
+                pass
+        elif now - worker.since <= STARTUP_LIMIT_S and worker.process.is_alive():
+            return
+        reason = worker.death_reason() if not worker.process.is_alive() else f"no answer within {STARTUP_LIMIT_S:g} s"
+        self._replace(index)
+        self.start_failures += 1
+        if self.start_failures >= STARTUP_ATTEMPTS:
+            raise RunAborted(f"worker processes fail to start ({reason}, {self.start_failures} times in a row)")
+
+    def _receive(self, index: int, now: float) -> None:
+        worker = self.workers[index]
+        try:
+            message = worker.conn.recv()
         except (EOFError, OSError):
-            pass
-    elif now - worker.started <= STARTUP_LIMIT_S and worker.process.is_alive():
-        return worker
-    worker.process.join(timeout=5)
-    reason = f"worker failed to start ({_death_reason(worker.process.exitcode)})"
-    worker.kill()
-    if pending:
-        on_result(_failure(pending.popleft(), "crash", reason, now - worker.started))
-    return _Worker(context, options)
+            self._died(index, now)
+            return
+        kind, payload = message
+        if kind == PHASE:
+            worker.phase, worker.since = payload, now
+            return
+        task, worker.task = worker.task, None
+        if kind == FAILED:
+            raise RunAborted(f"deploykit's own preparation of {task.spec.label} for {task.backend} failed: {payload}")
+        self.on_result(Result(**payload))
+
+    def _died(self, index: int, now: float) -> None:
+        worker = self.workers[index]
+        reason = worker.death_reason()
+        task = self._replace(index).task
+        if not worker.running:
+            raise RunAborted(f"the worker died in deploykit's own {worker.phase} of {task.spec.label} ({reason})")
+        if reason.endswith("SIGKILL") and task.attempt == 1:
+            self.pending.appendleft(replace(task, attempt=2))  # most likely the OOM killer: try once more
+            return
+        if task.attempt > 1:
+            reason += " twice (SIGKILL is what the kernel's out-of-memory killer sends)"
+        self.on_result(_failure(task, "crash", reason, now - worker.since))
 
 
 def run_tasks(
@@ -143,42 +268,4 @@ def run_tasks(
     options: WorkerOptions = WorkerOptions(),
 ) -> None:
     """Run every task in isolated workers, calling `on_result` in the parent as each finishes."""
-    context = mp.get_context("spawn")
-    pending = deque(tasks)
-    jobs = max(1, min(jobs, len(pending) or 1))
-    workers = [_Worker(context, options) for _ in range(jobs)]
-    try:
-        while pending or any(w.task for w in workers):
-            for worker in workers:
-                if worker.ready and worker.task is None and pending:
-                    worker.submit(pending.popleft())
-            waiting = [w for w in workers if w.task is not None or (not w.ready and pending)]
-            ready = wait([w.conn for w in waiting], timeout=0.2)
-            now = time.monotonic()
-            for index, worker in enumerate(workers):
-                if not worker.ready:
-                    workers[index] = _starting(worker, ready, now, context, options, pending, on_result)
-                    continue
-                task = worker.task
-                if task is None:
-                    continue
-                elapsed = now - worker.started
-                if worker.conn in ready:
-                    try:
-                        result = Result(**worker.conn.recv())
-                    except (EOFError, OSError):
-                        worker.process.join(timeout=5)
-                        result = _failure(task, "crash", _death_reason(worker.process.exitcode), elapsed)
-                        worker.kill()
-                        workers[index] = _Worker(context, options)
-                    else:
-                        worker.task = None
-                    on_result(result)
-                    continue
-                if elapsed > timeout:
-                    worker.kill()
-                    workers[index] = _Worker(context, options)
-                    on_result(_failure(task, "timeout", f"no answer within {timeout:g} s; worker killed", elapsed))
-    finally:
-        for worker in workers:
-            worker.stop()
+    _Pool(tasks, on_result, jobs, timeout, options).run()

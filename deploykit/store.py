@@ -1,25 +1,34 @@
 """Results in an embedded SQLite database, written as they arrive.
 
-Each result is committed on its own (WAL journal), so a run killed even with SIGKILL loses at
-most the task in flight, and `--resume` finishes it: the primary key (run, config, backend)
-makes a re-inserted result impossible to duplicate.
+Each result is committed on its own (WAL journal while a run writes), so a run killed even with
+SIGKILL loses at most the tasks in flight, and `--resume` finishes it: the primary key (run, config,
+backend) makes a re-inserted result impossible to duplicate.  Closing checkpoints and returns the
+file to a rollback journal, so a finished database is one self-contained file that reads anywhere,
+a read-only folder included.
+
+A file that is not a deploykit database is refused before anything is written to it, and the
+schema version is read: an older database is migrated (columns are only ever added), a newer one
+is refused with the version it has.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from deploykit.errors import UsageError
+from deploykit.errors import RunAborted, UsageError
 from deploykit.execute import Result
 
-SCHEMA_VERSION = 1
+#: 1: the first layout.  2: runs.owner; results.accumulation and results.float32_sum_ratio.
+SCHEMA_VERSION = 2
 _RESULT_FIELDS = [f.name for f in fields(Result)]
 _JSON_FIELDS = {"expected_shape", "actual_shape", "onnx_inferred_shape", "spec"}
+_RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "matrix", "parameters", "environment", "planned", "owner")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -29,9 +38,10 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL,
     status TEXT NOT NULL,          -- running | complete
     matrix TEXT NOT NULL,
-    parameters TEXT NOT NULL,      -- JSON: backends, dtypes, tolerance, latency, ...
+    parameters TEXT NOT NULL,      -- JSON: backends, dtypes, tolerance, latency, matrix hash, ...
     environment TEXT NOT NULL,     -- JSON: versions, CPU/GPU
-    planned INTEGER NOT NULL
+    planned INTEGER NOT NULL,
+    owner TEXT                     -- JSON: host, pid, process start time (see deploykit.liveness)
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
@@ -52,54 +62,169 @@ class Run:
     parameters: dict[str, Any]
     environment: dict[str, Any]
     planned: int
+    owner: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _schema_version(db: sqlite3.Connection, path: Path) -> int | None:
+    """The deploykit schema version of a database, None for an empty one; refuses anything else."""
+    tables = _tables(db)
+    if not tables:
+        return None
+    if not {"meta", "runs", "results"} <= tables:
+        found = ", ".join(sorted(tables)[:5])
+        raise UsageError(f"{path} is not a deploykit results database (it has tables {found}); give another --db")
+    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None or not str(row[0]).isdigit():
+        raise UsageError(f"{path} is not a deploykit results database (no schema version); give another --db")
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise UsageError(
+            f"{path} has results schema version {version}, newer than this deploykit's {SCHEMA_VERSION}; upgrade deploykit to read it"
+        )
+    return version
+
+
+def _readonly_uri(path: Path, immutable: bool = False) -> str:
+    return f"{path.resolve().as_uri()}?{'immutable=1' if immutable else 'mode=ro'}"
+
+
+def _check_writable_path(path: Path) -> None:
+    """Accurate one-line reasons before SQLite's generic 'unable to open database file'."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--db {path}: folder {parent} does not exist; create it or choose another path")
+    if path.is_dir():
+        raise UsageError(f"--db {path} is a directory; give a database file path")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--db {path} is not a regular file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"results database {path} is read-only; `conformance report` reads it, a run needs a writable --db")
+    if not path.exists() and not os.access(parent, os.W_OK):
+        raise UsageError(f"--db {path}: cannot create a file in folder {parent} (permission denied)")
 
 
 class Store:
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
-        """`create=False` opens an existing database read-only (reports and lint never write)."""
+        """`create=False` opens an existing database read-only (reports and lint never write).
+
+        Writing opens a database only after checking, read-only, that it is empty or deploykit's.
+        """
         self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise UsageError(f"results database {self.path} does not exist; run `deploykit conformance run --db {self.path}` first")
+        self.writable = create
         try:
-            if create:
-                self.db = sqlite3.connect(str(self.path), isolation_level=None)
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.executescript(_SCHEMA)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            else:
-                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-            # A database with tables of the same names but another layout is not ours.
-            self.db.execute(f"SELECT run_id, status, matrix, parameters, environment, planned FROM runs LIMIT 0")
-            self.db.execute(f"SELECT run_id, {', '.join(_RESULT_FIELDS)}, recorded_at FROM results LIMIT 0")
+            self.db = self._open_for_writing() if create else self._open_read_only()
+        except sqlite3.OperationalError as error:
+            if create:  # the paths were checked: this is the disk (full, a file size limit, I/O)
+                raise RunAborted(f"cannot write to results database {self.path}: {error}", resumable=False) from None
+            raise UsageError(f"{self.path} is not a deploykit results database ({error})") from None
         except sqlite3.Error as error:
             raise UsageError(f"{self.path} is not a deploykit results database ({error})") from None
+        self._result_columns = _columns(self.db, "results")
+        self._run_columns = _columns(self.db, "runs")
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise UsageError(
+                f"results database {self.path} does not exist; run `deploykit conformance run --db {self.path}` first"
+            )
+        db = sqlite3.connect(_readonly_uri(self.path), uri=True, isolation_level=None)
+        try:
+            _schema_version(db, self.path)
+        except sqlite3.OperationalError:
+            # A database left in WAL mode (a killed run) needs a -shm file, which a read-only folder
+            # cannot take: read the file as it is instead.
+            db.close()
+            db = sqlite3.connect(_readonly_uri(self.path, immutable=True), uri=True, isolation_level=None)
+            _schema_version(db, self.path)
+        return db
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        _check_writable_path(self.path)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            probe = sqlite3.connect(_readonly_uri(self.path), uri=True, isolation_level=None)
+            try:
+                _schema_version(probe, self.path)  # refuses another program's file untouched
+            except sqlite3.DatabaseError as error:
+                raise UsageError(f"{self.path} is not a deploykit results database ({error}); give another --db") from None
+            finally:
+                probe.close()
+        db = sqlite3.connect(str(self.path), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        self._migrate(db)
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring an older layout up to SCHEMA_VERSION: versions only ever add columns."""
+        have = _columns(db, "results")
+        for name in _RESULT_FIELDS:
+            if name not in have:
+                db.execute(f"ALTER TABLE results ADD COLUMN {name} {'TEXT' if name in _JSON_FIELDS else ''}".strip())
+        if "owner" not in _columns(db, "runs"):
+            db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
+        """Leave one self-contained file: fold the WAL back and return to a rollback journal."""
+        if self.writable:
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:
+                pass  # another connection still writes (it will do the same), or the disk is full
         self.db.close()
 
     # ----- runs ------------------------------------------------------------------------------
-    def start_run(self, matrix: str, parameters: dict, environment: dict, planned: int) -> int:
+    def start_run(self, matrix: str, parameters: dict, environment: dict, planned: int, owner: dict | None = None) -> int:
         cursor = self.db.execute(
-            "INSERT INTO runs (started_at, status, matrix, parameters, environment, planned) VALUES (?, 'running', ?, ?, ?, ?)",
-            (time.time(), matrix, json.dumps(parameters), json.dumps(environment), planned),
+            "INSERT INTO runs (started_at, status, matrix, parameters, environment, planned, owner)"
+            " VALUES (?, 'running', ?, ?, ?, ?, ?)",
+            (time.time(), matrix, json.dumps(parameters), json.dumps(environment), planned, json.dumps(owner)),
         )
         return int(cursor.lastrowid)
+
+    def take_over(self, run_id: int, owner: dict) -> None:
+        self.db.execute("UPDATE runs SET owner=? WHERE run_id=?", (json.dumps(owner), run_id))
 
     def finish_run(self, run_id: int) -> None:
         self.db.execute("UPDATE runs SET status='complete', finished_at=? WHERE run_id=?", (time.time(), run_id))
 
-    def _run_from_row(self, row: tuple) -> Run:
-        run_id, started, finished, status, matrix, parameters, environment, planned = row
-        return Run(run_id, started, finished, status, matrix, json.loads(parameters), json.loads(environment), planned)
+    def _select_runs(self, where: str = "", order: str = "ASC", limit: str = "") -> list[Run]:
+        columns = ", ".join(c if c in self._run_columns else f"NULL AS {c}" for c in _RUN_COLUMNS)
+        rows = self.db.execute(f"SELECT {columns} FROM runs {where} ORDER BY run_id {order} {limit}").fetchall()
+        runs = []
+        for run_id, started, finished, status, matrix, parameters, environment, planned, owner in rows:
+            runs.append(Run(run_id, started, finished, status, matrix, json.loads(parameters), json.loads(environment),
+                            planned, json.loads(owner) if owner else None))
+        return runs
 
     def runs(self) -> list[Run]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
-        return [self._run_from_row(r) for r in rows]
+        return self._select_runs()
+
+    def run(self, run_id: int) -> Run | None:
+        found = self._select_runs(f"WHERE run_id = {int(run_id)}")
+        return found[0] if found else None
 
     def latest_run(self, unfinished_only: bool = False) -> Run | None:
-        query = "SELECT * FROM runs" + (" WHERE status != 'complete'" if unfinished_only else "") + " ORDER BY run_id DESC LIMIT 1"
-        row = self.db.execute(query).fetchone()
-        return self._run_from_row(row) if row else None
+        found = self._select_runs("WHERE status != 'complete'" if unfinished_only else "", "DESC", "LIMIT 1")
+        return found[0] if found else None
+
+    def last_activity(self, run: Run) -> float:
+        """When the run last recorded a result (or started)."""
+        row = self.db.execute("SELECT MAX(recorded_at) FROM results WHERE run_id=?", (run.run_id,)).fetchone()
+        return max(run.started_at, row[0] or 0.0)
 
     # ----- results ---------------------------------------------------------------------------
     def add(self, run_id: int, result: Result) -> None:
@@ -119,9 +244,9 @@ class Store:
         return list(self._iter_results(run_id))
 
     def _iter_results(self, run_id: int) -> Iterator[Result]:
-        cursor = self.db.execute(
-            f"SELECT {', '.join(_RESULT_FIELDS)} FROM results WHERE run_id=? ORDER BY recorded_at", (run_id,)
-        )
+        # Columns a database from an older schema lacks read as None (reports never migrate).
+        columns = ", ".join(n if n in self._result_columns else f"NULL AS {n}" for n in _RESULT_FIELDS)
+        cursor = self.db.execute(f"SELECT {columns} FROM results WHERE run_id=? ORDER BY recorded_at", (run_id,))
         for row in cursor:
             data = {n: (json.loads(v) if n in _JSON_FIELDS and v is not None else v) for n, v in zip(_RESULT_FIELDS, row)}
             yield Result(**data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -22,6 +23,29 @@ class CrashBackend(Backend):
         return CallableRunner(lambda feeds: os.kill(os.getpid(), signal.SIGSEGV))
 
 
+class SigkillBackend(Backend):
+    """Dies by SIGKILL, as a worker the kernel's out-of-memory killer picks does."""
+
+    name = "killed"
+
+    def probe(self) -> Availability:
+        return Availability(True, "0")
+
+    def runner(self, case, threads=None):
+        return CallableRunner(lambda feeds: os.kill(os.getpid(), signal.SIGKILL))
+
+
+class StartupKillerBackend(ReferenceBackend):
+    """Fine in the parent; kills every worker process that loads it, before the worker is ready."""
+
+    name = "nostart"
+
+    def probe(self) -> Availability:
+        if multiprocessing.parent_process() is not None:
+            os._exit(3)
+        return super().probe()
+
+
 class HangBackend(Backend):
     name = "hangy"
 
@@ -40,11 +64,18 @@ class SlowBackend(ReferenceBackend):
     def runner(self, case, threads=None):
         inner = super().runner(case, threads)
 
+        def activate():
+            log = os.environ.get("DEPLOYKIT_TEST_LOG")
+            if log:  # every execution (negative cases too), so a test can tell a resumed run re-ran nothing
+                with open(log, "a") as handle:
+                    handle.write(f"{case.spec.id}\n")
+            inner.activate()
+
         def infer(feeds):
             time.sleep(0.3)
             return inner.infer(feeds)
 
-        return CallableRunner(infer, inner.activate)
+        return CallableRunner(infer, activate)
 
 
 class DriftBackend(ReferenceBackend):

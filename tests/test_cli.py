@@ -45,11 +45,13 @@ def test_smoke_run_passes_with_known_divergences_marked(smoke_run):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Verdicts per backend" in proc.stdout
     assert "0 new findings" in proc.stdout
-    records = json.loads((folder / "r.json").read_text())
+    report = json.loads((folder / "r.json").read_text())
+    assert report["run"]["complete"] and report["run"]["recorded"] == report["run"]["planned"] == 124
+    records = report["results"]
     backends = {r["backend"] for r in records}
     assert backends == {"reference", "onnx-reference", "ort-cpu", "torch-cpu"}
     by = {(r["label"], r["backend"]): r for r in records}
-    # The divergences issue #2 names come out as findings with a reason, marked known.
+    # The divergences the README lists come out as findings with a reason, marked known.
     ort_op = by[("2d-op-below-dilation-only", "ort-cpu")]
     assert ort_op["verdict"] == "rejected" and ort_op["known_divergence"] == "ort-output-padding-ge-stride"
     assert "output_padding" in ort_op["reason"]
@@ -72,7 +74,7 @@ def test_report_formats_read_the_database(smoke_run):
     folder, _ = smoke_run
     as_json = deploykit("conformance", "report", "--db", "r.db", "--format", "json", cwd=folder)
     assert as_json.returncode == 0, as_json.stderr
-    assert len(json.loads(as_json.stdout)) == len(json.loads((folder / "r.json").read_text()))
+    assert json.loads(as_json.stdout) == json.loads((folder / "r.json").read_text())
     as_md = deploykit("conformance", "report", "--db", "r.db", "--format", "md", "-o", "r.md", cwd=folder)
     assert as_md.returncode == 0 and (folder / "r.md").read_text().startswith("| config |")
     table = deploykit("conformance", "report", "--db", "r.db", cwd=folder)
@@ -85,11 +87,31 @@ def test_drift_exits_1(tmp_path, fault_backends):
     assert "drift" in proc.stdout and "new findings" in proc.stdout
 
 
-def test_backends_lists_everything():
-    proc = deploykit("backends")
-    assert proc.returncode == 0
-    for name in ("reference", "onnx-reference", "ort-cpu", "torch-cpu"):
-        assert name in proc.stdout
+def _backend_rows(stdout: str) -> dict[str, list[str]]:
+    """`deploykit backends` table rows by backend name: [device, available, version, reason]."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if len(cells) == 5 and cells[0] and cells[0] != "backend":
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_backends_lists_everything_with_availability_and_version():
+    import onnx
+    import onnxruntime
+
+    proc = deploykit("backends", env={"DEPLOYKIT_BACKENDS": "broken=no.such.module:Backend"})
+    assert proc.returncode == 0, proc.stderr
+    rows = _backend_rows(proc.stdout)
+    assert set(rows) >= {"reference", "onnx-reference", "ort-cpu", "torch-cpu", "ort-cuda", "torch-cuda", "broken"}
+    assert rows["onnx-reference"][:3] == ["cpu", "yes", onnx.__version__]
+    assert rows["ort-cpu"][:3] == ["cpu", "yes", onnxruntime.__version__]
+    assert rows["reference"][:2] == ["cpu", "yes"]
+    torch = pytest.importorskip("torch")
+    assert rows["torch-cpu"][:3] == ["cpu", "yes", torch.__version__]
+    # A plugin that does not load is listed with why, and hides no other backend.
+    assert rows["broken"][1] == "no" and "failed to load" in rows["broken"][3]
 
 
 def test_generate_writes_the_onnx_backend_test_layout(tmp_path):

@@ -3,6 +3,8 @@ they never pass without running.  On a CPU-only machine, the probes must say why
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from deploykit.backends import get
@@ -17,10 +19,26 @@ def _skip_unless_available(name: str):
         pytest.skip(f"{name} unavailable here: {status.reason}")
 
 
-def test_gpu_backends_explain_why_they_are_unavailable():
-    for name in ("torch-cuda", "ort-cuda"):
+def test_gpu_backends_explain_why_they_are_unavailable(monkeypatch):
+    """Each probe names what is missing and how to get it, not just "unavailable"."""
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    ort = get("ort-cuda").probe()
+    assert not ort.available and ort.version == onnxruntime.__version__
+    assert "CUDAExecutionProvider is not in this onnxruntime build" in ort.reason
+    assert "pip install onnxruntime-gpu" in ort.reason
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cuda = get("torch-cuda").probe()
+    assert not cuda.available and cuda.reason == f"torch {torch.__version__} sees no CUDA device"
+
+
+def test_torch_backends_without_torch_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    for name in ("torch-cpu", "torch-cuda"):
         status = get(name).probe()
-        assert status.available or status.reason, name
+        assert not status.available and "pip install 'deploykit[torch]'" in status.reason, status
 
 
 @pytest.mark.gpu

@@ -51,7 +51,8 @@ def _count(db) -> int:
 
 def test_resume_after_sigkill_finishes_without_duplicates(tmp_path, fault_backends):
     db = tmp_path / "r.db"
-    env = {**os.environ}
+    log = tmp_path / "executions.log"  # the slowish backend appends each config it runs
+    env = {**os.environ, "DEPLOYKIT_TEST_LOG": str(log)}
     command = [sys.executable, "-m", "deploykit", "conformance", "run", "--matrix", "smoke", "--backends", "slowish", "--db", str(db)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
     deadline = time.monotonic() + 120
@@ -61,13 +62,21 @@ def test_resume_after_sigkill_finishes_without_duplicates(tmp_path, fault_backen
     proc.wait()
     partial = _count(db)
     assert 4 <= partial < 31
+    with sqlite3.connect(db) as connection:
+        stored = {r[0] for r in connection.execute("SELECT config_id FROM results")}
+    log.write_text("")
     resumed = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     with sqlite3.connect(db) as connection:
         rows = connection.execute("SELECT config_id, expect, backend FROM results").fetchall()
         runs = connection.execute("SELECT status, planned FROM runs").fetchall()
-    assert len(rows) == len(set(rows)) == 31
+    assert len(rows) == 31
     assert runs == [("complete", 31)]
+    # The primary key would hide a re-run result; the execution log does not: the resumed run
+    # ran exactly the configs that had no stored result, each once.
+    rerun = log.read_text().split()
+    assert len(rerun) == len(set(rerun)) == 31 - partial
+    assert not set(rerun) & stored
     again = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 

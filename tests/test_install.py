@@ -62,7 +62,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    """The working tree as a fresh checkout sees it; building here leaves the shared tree alone."""
+    """The working tree as a fresh checkout sees it; building in a copy leaves the checkout alone."""
     copy = tmp_path_factory.mktemp("source") / "deploykit"
     shutil.copytree(ROOT, copy, ignore=NOT_SOURCE)
     return copy

@@ -75,11 +75,11 @@ def test_conformance_latency_columns(tmp_path):
                      "--json", str(out), "--warmup-ms", "2", "--duration", "0.01", "--iterations", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Speed relative to the fastest backend" in proc.stdout and "Slowest 3 configs per backend" in proc.stdout
-    records = json.loads(out.read_text())
+    records = json.loads(out.read_text())["results"]
     timed = [r for r in records if r["verdict"] == "pass" and r["expect"] == "accept"]
     assert timed and all(r["latency_median_ms"] > 0 and r["latency_p99_ms"] >= r["latency_median_ms"] for r in timed)
     assert all(r["gflops"] > 0 and r["setup_ms"] > 0 and r["latency_cv"] is not None for r in timed)
-    stored = json.loads(deploykit("conformance", "report", "--db", str(tmp_path / "r.db"), "--format", "json").stdout)
+    stored = json.loads(deploykit("conformance", "report", "--db", str(tmp_path / "r.db"), "--format", "json").stdout)["results"]
     ran = [r for r in records if r["actual_shape"] is not None and r["expect"] == "accept"]
     assert sum(r["latency_median_ms"] is not None for r in stored) == len(ran) >= len(timed)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploykit.timing import NOISY_CV, Stats, TimingOptions, compute_stats, measure
+from deploykit.timing import NOISY_CV, TimingOptions, compute_stats, measure
 
 
 def test_percentiles_are_linear_interpolated_order_statistics():
@@ -73,7 +73,10 @@ def test_iterations_minimum_wins_over_a_short_duration():
     assert stats.samples == 7 and stats.warmup_runs == 1
 
 
-def test_no_samples_is_an_error():
-    with pytest.raises(ValueError):
+def test_no_samples_is_an_error_and_one_sample_is_a_warning():
+    with pytest.raises(ValueError, match="no timing samples"):
         compute_stats([])
-    assert isinstance(compute_stats([1.0]), Stats)
+    single = compute_stats([2.5])
+    assert (single.samples, single.min_ms, single.median_ms, single.p99_ms, single.max_ms) == (1, 2.5, 2.5, 2.5, 2.5)
+    assert single.std_ms == single.cv == 0.0
+    assert single.warnings == ["only 1 samples (< 10); raise --duration or --iterations"]

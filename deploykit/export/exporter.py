@@ -108,7 +108,7 @@ def _export_kwargs(torch, inputs: tuple, options: ExportOptions) -> dict[str, An
     names = [f"input_{i}" for i in range(len(inputs))] if len(inputs) > 1 else ["input"]
     kwargs: dict[str, Any] = dict(input_names=names, output_names=["output"], opset_version=options.opset)
     if "external_data" in inspect.signature(torch.onnx.export).parameters:
-        kwargs["external_data"] = False  # one self-contained file (decoders here are far below 2 GB)
+        kwargs["external_data"] = False  # one self-contained file (decoders are far below 2 GB)
     if options.exporter is not None:
         kwargs["dynamo"] = options.exporter == "dynamo"
     if options.dynamic_axes:

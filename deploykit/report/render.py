@@ -18,6 +18,7 @@ from deploykit.metrics import VERDICTS
 from deploykit.report.cells import fmt
 from deploykit.report.latency import latency_summary
 from deploykit.spec import ConvTransposeSpec
+from deploykit.store import Run
 
 #: Keys every JSON record carries first (the documented contract); the rest follow.
 JSON_KEYS = (
@@ -26,6 +27,35 @@ JSON_KEYS = (
     "onnx_inferred_shape", "known_divergence", "expect", "backend_version", "duration_ms",
     "latency_median_ms", "latency_p99_ms", "latency_cv", "gflops", "setup_ms", "spec",
 )
+
+
+def run_record(run: Run, results: list[Result]) -> dict:
+    """What a report says about the run itself: above all, whether it is complete."""
+    return {
+        "run_id": run.run_id,
+        "matrix": run.matrix,
+        "status": run.status,
+        "complete": run.complete,
+        "planned": run.planned,
+        "recorded": len(results),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def incomplete_notice(run: Run, results: list[Result]) -> str | None:
+    """One line for a run that did not finish (killed, interrupted, aborted); None otherwise."""
+    if run.complete:
+        return None
+    return (
+        f"INCOMPLETE: run {run.run_id} recorded {len(results)} of {run.planned} results and did not finish;"
+        " finish it with `deploykit conformance run --resume` on the same --db"
+    )
+
+
+def to_json_report(run: Run, results: list[Result]) -> dict:
+    """The JSON report: the run (complete or not) and one record per result."""
+    return {"run": run_record(run, results), "results": to_json_records(results)}
 
 
 def to_json_records(results: Iterable[Result]) -> list[dict]:
@@ -87,8 +117,11 @@ def narrow_accumulation(results: Iterable[Result]) -> list[str]:
     return lines
 
 
-def summary(results: list[Result], console: Console, worst: int = 5) -> None:
+def summary(results: list[Result], console: Console, worst: int = 5, run: Run | None = None) -> None:
     """Verdict counts per backend, the worst drifts, and every non-pass row with its reason."""
+    notice = incomplete_notice(run, results) if run is not None else None
+    if notice:
+        console.print(Text(notice, style="bold"))
     known_table = {d.id: d for d in divergences.load()}
     verdicts = [v for v in VERDICTS if any(r.verdict == v for r in results)]
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -146,9 +179,11 @@ def summary(results: list[Result], console: Console, worst: int = 5) -> None:
     latency_summary(results, console)
 
 
-def to_markdown(results: list[Result]) -> str:
+def to_markdown(results: list[Result], run: Run | None = None) -> str:
     known_table = {d.id: d for d in divergences.load()}
-    lines = [
+    notice = incomplete_notice(run, results) if run is not None else None
+    lines = [f"**{notice}**", ""] if notice else []
+    lines += [
         "| config | id | backend | verdict | bound_ratio | max_abs_err | reason | known |",
         "|---|---|---|---|---:|---:|---|---|",
     ]
