@@ -15,6 +15,7 @@ import statistics
 import timeit
 
 from deploykit.backends import get
+from deploykit.backends.base import BuildConfig
 from deploykit.onnxgen import build_case
 from deploykit.spec import ConvTransposeSpec
 from deploykit.timing import TimingOptions, measure
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     case = build_case(DECODER_LAYER)
-    runner = get("ort-cpu").runner(case, threads=args.threads)
+    runner = get("ort-cpu").load(case, BuildConfig(threads=args.threads))
     runner.activate()
     session, feeds = runner.session, case.feeds
     options = TimingOptions(warmup_ms=200, iterations=args.number, duration_s=0.5)

@@ -57,12 +57,23 @@ NARROW_SUMS = ("float16", "bfloat16")
 
 @dataclass(frozen=True)
 class OneSum:
-    """Every product and the bias summed in `precision` (any order), rounded once to the output dtype."""
+    """Every product and the bias summed in `precision` (any order), rounded once to the output dtype.
+
+    `operands`: inputs, weights and bias are first rounded to this precision (TF32 tensor cores
+    round to `tfloat32`; a reduced build precision to float16 or bfloat16), which costs
+    gamma_2(u) per product.  `result`: the sum is rounded to this precision before it is converted
+    to the output dtype (a float32 model run in float16 returns float16 numbers).
+    """
 
     precision: str
+    operands: str | None = None
+    result: str | None = None
 
     def describe(self) -> str:
-        return f"one {self.precision} sum"
+        text = f"one {self.precision} sum"
+        if self.operands:
+            text += f" of {self.operands} operands"
+        return text + (f", rounded to {self.result}" if self.result else "")
 
     @property
     def sums_below_float32(self) -> bool:
@@ -120,15 +131,28 @@ def error_bound(spec: ConvTransposeSpec, exact: "ExactAnswer", models: Sequence[
     return functools.reduce(np.maximum, bounds)
 
 
+def _final_roundings(bound: np.ndarray, exact: "ExactAnswer", precisions: list[str]) -> np.ndarray:
+    """Each rounding of the result (to an intermediate precision, then to the output dtype) adds
+    u * |result|, with |result| <= |ref| + the error so far."""
+    for precision in precisions:
+        u = UNIT_ROUNDOFF[precision]
+        bound = (1 + u) * bound + u * np.abs(exact.output)
+    return bound
+
+
+def _roundings(spec: ConvTransposeSpec, last: str | None) -> list[str]:
+    return [last, spec.dtype] if last and last != spec.dtype else [spec.dtype]
+
+
 def _one_sum_bound(spec: ConvTransposeSpec, exact: "ExactAnswer", model: OneSum) -> np.ndarray:
     terms = spec.products_per_output + (1 if spec.bias else 0)
-    u_out = UNIT_ROUNDOFF[spec.dtype]
-    if model.precision == "tfloat32":
-        # Each product's two inputs are rounded to TF32 (gamma_2), the sum runs in float32.
-        relative = gamma(2, UNIT_ROUNDOFF["tfloat32"]) + gamma(terms, UNIT_ROUNDOFF["float32"])
-    else:
-        relative = gamma(terms, UNIT_ROUNDOFF[model.precision])
-    return relative * exact.magnitude * (1 + u_out) + u_out * np.abs(exact.output) + smallest_subnormal(spec.dtype)
+    relative = gamma(terms, UNIT_ROUNDOFF[model.precision])
+    if model.operands:  # both factors of each product rounded: gamma_2; the bias rounded: u <= gamma_2
+        rounded = gamma(2, UNIT_ROUNDOFF[model.operands])
+        relative = rounded + relative * (1 + rounded)
+    roundings = _roundings(spec, model.result)
+    subnormal = max(smallest_subnormal(p) for p in roundings)
+    return _final_roundings(relative * exact.magnitude, exact, roundings) + len(roundings) * subnormal
 
 
 def _tap_sums_bound(spec: ConvTransposeSpec, exact: "ExactAnswer", model: TapSums) -> np.ndarray:
@@ -140,10 +164,9 @@ def _tap_sums_bound(spec: ConvTransposeSpec, exact: "ExactAnswer", model: TapSum
         per_tap * (1 + u_t) * (1 + between_taps) * exact.product_magnitude
         + (u_t + between_taps * (1 + u_t)) * exact.tap_magnitude
     )
-    if spec.bias:
-        bound = (1 + u_t) * bound + u_t * np.abs(exact.output)
+    if spec.bias:  # the bias is added in the taps' precision: one more rounding
+        bound = _final_roundings(bound, exact, [model.taps])
     if model.taps != spec.dtype:  # a final conversion to the output dtype rounds once more
-        u_out = UNIT_ROUNDOFF[spec.dtype]
-        bound = (1 + u_out) * bound + u_out * np.abs(exact.output)
+        bound = _final_roundings(bound, exact, [spec.dtype])
     roundings = taps + 3  # one per tap, the bias, the conversion
     return bound + roundings * max(smallest_subnormal(model.taps), smallest_subnormal(spec.dtype))

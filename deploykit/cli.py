@@ -157,7 +157,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 @click.option("--iterations", type=click.IntRange(min=1), default=MATRIX_TIMING.iterations, show_default=True, help="with --latency: at least this many samples")
 @click.option("--duration", type=click.FloatRange(min=0), default=MATRIX_TIMING.duration_s, show_default=True, help="with --latency: at least this many seconds of samples")
 @click.option("--include-transfers", is_flag=True, help="with --latency: time host<->device copies too")
-@click.option("--precision", type=click.Choice(["fp32", "tf32"]), default="fp32", show_default=True, help="GPU backends: allow TF32 for float32")
+@click.option("--precisions", "--precision", "precisions", default="fp32", show_default=True, help="build precisions, comma-separated (fp32, tf32, fp16, bf16); one result per precision")
 @click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 def conformance_run(
     matrix: str,
@@ -175,7 +175,7 @@ def conformance_run(
     iterations: int,
     duration: float,
     include_transfers: bool,
-    precision: str,
+    precisions: str,
     max_memory: str | None,
 ) -> None:
     """Run a conformance matrix; exit 1 when a non-pass result is not a known divergence."""
@@ -202,7 +202,7 @@ def conformance_run(
         timeout=timeout,
         tolerance=tolerance,
         latency=TimingOptions(warmup_ms, iterations, duration, include_transfers).as_dict() if latency else None,
-        precision=precision,
+        precisions=_precisions(precisions),
         max_memory=parse_size(max_memory) if max_memory is not None else None,
         explicit=_explicit_run_options(),
     )
@@ -231,8 +231,18 @@ def conformance_run(
 _RUN_PARAMETER = {
     "matrix": "matrix", "backends": "backends", "dtypes": "dtypes", "atol": "tolerance", "rtol": "tolerance",
     "latency": "latency", "warmup_ms": "latency", "iterations": "latency", "duration": "latency",
-    "include_transfers": "latency", "precision": "precision",
+    "include_transfers": "latency", "precisions": "precisions",
 }
+
+
+def _precisions(text: str) -> list[str]:
+    from deploykit.backends.base import PRECISIONS
+
+    chosen = _csv(text, "--precisions")
+    for precision in chosen:
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precisions: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(chosen))
 
 
 def _explicit_run_options() -> set[str]:
@@ -306,7 +316,7 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
 @click.option("--duration", type=click.FloatRange(min=0), default=1.0, show_default=True, help="at least this many seconds of samples")
 @click.option("--include-transfers", is_flag=True, help="time host<->device copies too")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="intra-op threads [default: all cores]")
-@click.option("--precision", type=click.Choice(["fp32", "tf32"]), default="fp32", show_default=True, help="GPU backends: allow TF32")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="build precision (a backend that cannot honour it says so)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write statistics and environment here")
 def profile_command(
     model: Path | None,
@@ -455,22 +465,18 @@ def _check_runs(module, inputs: tuple, target: str) -> None:
 
 @app.command("lint")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--backends", default=None, help="runtimes you deploy to [default: ort-cpu,ort-cuda,torch-cpu,torch-cuda,tensorrt]")
+@click.option("--backends", default=None, help="runtimes you deploy to [default: every deployment runtime deploykit knows]")
 @click.option("--shape", "shapes", multiple=True, help="NAME=1x256x32x32 for inputs with dynamic axes")
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="results database: show recorded verdicts")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the findings here")
 def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db: Path | None, json_path: Path | None) -> None:
     """Report every ConvTranspose hazard in MODEL.onnx; exit 1 on a hazard for a requested backend."""
     from deploykit import backends as registry
-    from deploykit.lint import DEFAULT_BACKENDS, as_json, lint
+    from deploykit.lint import as_json, lint
     from deploykit.onnxread import load_model, parse_shape, resolve_shapes
     from deploykit.report.export import lint_summary
 
-    requested = _csv(backends, "--backends") or list(DEFAULT_BACKENDS)
-    known = set(registry.names()) | set(DEFAULT_BACKENDS)
-    unknown = [name for name in requested if name not in known]
-    if unknown:
-        raise UsageError(f"unknown backend {unknown[0]!r} for lint; known: {', '.join(sorted(known))}")
+    requested = registry.parse(backends) if backends is not None else registry.deployment_targets()
     loaded = load_model(model)
     overrides = dict(parse_shape(text) for text in shapes)
     try:

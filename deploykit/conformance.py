@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from deploykit import backends as registry
 from deploykit import environment, liveness, resources
 from deploykit.errors import RunAborted, UsageError
-from deploykit.execute import Result
+from deploykit.result import Result
 from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
@@ -29,7 +29,7 @@ from deploykit.store import Run, Store
 
 DEFAULT_TIMEOUT = 120.0
 #: Options a resumed run takes from the run itself; giving a different one is a usage error.
-RESUME_FIXED = ("matrix", "backends", "dtypes", "tolerance", "latency", "precision")
+RESUME_FIXED = ("matrix", "backends", "dtypes", "tolerance", "latency", "precisions")
 
 
 @dataclass
@@ -43,7 +43,8 @@ class RunRequest:
     timeout: float | None = None  # None: 120 s, or what a resumed run started with
     tolerance: Tolerance | None = None
     latency: dict | None = None
-    precision: str = "fp32"
+    #: build precisions; every (config, backend) runs at each (a backend that cannot honour one says so)
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
     max_memory: int | None = None  # per-config budget in bytes; None: resources.default_budget()
     #: the RESUME_FIXED options the user gave explicitly (checked against a resumed run)
     explicit: set[str] = field(default_factory=set)
@@ -84,7 +85,7 @@ def _parameters(request: RunRequest, matrix: Matrix, jobs: int) -> dict:
         "dtypes": request.dtypes,
         "tolerance": None if request.tolerance is None else vars(request.tolerance),
         "latency": request.latency,
-        "precision": request.precision,
+        "precisions": request.precisions,
         "timeout": request.timeout,
         "jobs": jobs,
         "threads_per_worker": _threads_per_worker(jobs),
@@ -104,7 +105,7 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
         "dtypes": request.dtypes,
         "tolerance": None if request.tolerance is None else vars(request.tolerance),
         "latency": request.latency,
-        "precision": request.precision,
+        "precisions": request.precisions,
     }
     for name in RESUME_FIXED:
         if name in request.explicit and given[name] != stored.get(name):
@@ -127,9 +128,14 @@ def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
         timeout=request.timeout if request.timeout is not None else parameters.get("timeout"),
         tolerance=Tolerance(**tolerance) if tolerance else None,
         latency=parameters.get("latency"),
-        precision=parameters.get("precision", "fp32"),
+        precisions=_stored_precisions(parameters),
         max_memory=request.max_memory,
     )
+
+
+def _stored_precisions(parameters: dict) -> list[str]:
+    """A run's precisions (runs before schema 3 stored one `precision`)."""
+    return list(parameters.get("precisions") or [parameters.get("precision", "fp32")])
 
 
 def _load_checked(request: RunRequest) -> tuple[Matrix, int]:
@@ -149,12 +155,12 @@ def _resumable(store: Store, request: RunRequest) -> Run:
     live = liveness.still_running(previous.owner, store.last_activity(previous), timeout)
     if live:
         raise UsageError(f"run {previous.run_id} in {request.db} {live}; wait for it, or stop it first")
-    _check_resume_options(request, previous.parameters)
+    _check_resume_options(request, {**previous.parameters, "precisions": _stored_precisions(previous.parameters)})
     return previous
 
 
-def _tasks(matrix: Matrix, backends: list[str]) -> list[Task]:
-    return [Task(spec, backend) for spec in matrix.specs for backend in backends]
+def _tasks(matrix: Matrix, backends: list[str], precisions: list[str]) -> list[Task]:
+    return [Task(spec, backend, precision) for spec in matrix.specs for backend in backends for precision in precisions]
 
 
 def _open_resumed(request: RunRequest) -> tuple[Store, RunRequest, Matrix, int, Run]:
@@ -188,7 +194,7 @@ def run(request: RunRequest, console: Console) -> RunOutcome:
         store = Store(request.db)
     try:
         jobs, note = resources.worker_count(request.jobs, largest)
-        tasks = _tasks(matrix, request.backends)
+        tasks = _tasks(matrix, request.backends, request.precisions)
         if previous is None:
             env = environment.collect()
             parameters = _parameters(request, matrix, jobs)
@@ -214,12 +220,11 @@ def _started(store: Store) -> bool:
 
 def _execute(store: Store, run_id: int, tasks: list[Task], request: RunRequest, jobs: int, console: Console) -> None:
     done = store.done(run_id)
-    todo = [t for t in tasks if (t.spec.id, t.spec.expect, t.backend) not in done]
+    todo = [t for t in tasks if t.key not in done]
     options = WorkerOptions(
         tolerance=request.tolerance,
         threads=_threads_per_worker(jobs),
         latency=request.latency,
-        precision=request.precision,
         preload=tuple(request.backends),
     )
     progress = Progress(

@@ -1,14 +1,23 @@
 """Known divergences: runtime behaviour that differs from the ONNX text and is already reported
-upstream.  A result that matches one is still shown, marked `known`, and does not fail a run."""
+upstream.  A result that matches one is still shown, marked `known`, and does not fail a run.
+
+An entry may be limited to build precisions (`precisions: [fp16]`) and to a range of the
+backend's versions (`versions: ">=2024.0,<2026.1"`, a PEP 440 specifier): a divergence fixed in a
+release must become a finding again where it comes back.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, Strict, StringConstraints
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, ConfigDict, Field, Strict, StringConstraints
 from pydantic.dataclasses import dataclass
 
+from deploykit.backends.base import PRECISIONS
 from deploykit.errors import UsageError
 from deploykit.hazards import HAZARDS
 from deploykit.metrics import VERDICTS
@@ -21,6 +30,30 @@ from deploykit.yamlfile import read_yaml
 Text = Annotated[str, Strict(), StringConstraints(pattern=r"\S")]
 #: Verdicts a divergence may explain: every verdict but `pass`, which needs no explaining.
 EXPLAINABLE = tuple(v for v in VERDICTS if v != "pass")
+_LEADING_VERSION = re.compile(r"\d+(\.\d+)*")
+
+
+def _specifier(text: str) -> str:
+    try:
+        SpecifierSet(text)
+    except InvalidSpecifier:
+        raise ValueError(f"{text!r} is not a version range such as '>=1.20,<1.32'") from None
+    return text
+
+
+def version_in(version: str | None, versions: str) -> bool:
+    """Whether a backend's version string (e.g. `2.13.0+cpu`, `2.11 (CUDA 13, H100)`) is in range.
+
+    An empty range matches every version; an unknown or unparsable version matches none of a
+    non-empty range, so a limited divergence never hides a finding it was not written for.
+    """
+    if not versions:
+        return True
+    found = _LEADING_VERSION.match(version or "")
+    try:
+        return found is not None and Version(found.group()) in SpecifierSet(versions)
+    except InvalidVersion:
+        return False
 
 
 # Strictness is per field (Text): a strict dataclass would take only instances, not the YAML mapping.
@@ -34,9 +67,20 @@ class Divergence:
     verdicts: Annotated[tuple[Annotated[Text, known_name("verdict", EXPLAINABLE)], ...], Field(min_length=1)]
     reason: Text
     upstream: Text = ""  # may be left out for a divergence not yet filed
+    #: build precisions it is seen at; empty: every precision
+    precisions: tuple[Annotated[Text, known_name("precision", PRECISIONS)], ...] = ()
+    #: the backend versions it is seen in, as a PEP 440 specifier; empty: every version
+    versions: Annotated[str, Strict(), AfterValidator(_specifier)] = ""
 
-    def matches(self, spec: ConvTransposeSpec, backend: str, verdict: str) -> bool:
-        return backend in self.backends and verdict in self.verdicts and HAZARDS[self.hazard].applies(spec)
+    def matches(self, spec: ConvTransposeSpec, backend: str, verdict: str, precision: str = "fp32",
+                version: str | None = None) -> bool:
+        return (
+            backend in self.backends
+            and verdict in self.verdicts
+            and (not self.precisions or precision in self.precisions)
+            and version_in(version, self.versions)
+            and HAZARDS[self.hazard].applies(spec)
+        )
 
 
 def load(path: Path | str = KNOWN_DIVERGENCES) -> list[Divergence]:
@@ -64,8 +108,9 @@ def load(path: Path | str = KNOWN_DIVERGENCES) -> list[Divergence]:
     return table
 
 
-def match(table: list[Divergence], spec: ConvTransposeSpec, backend: str, verdict: str) -> Divergence | None:
+def match(table: list[Divergence], spec: ConvTransposeSpec, backend: str, verdict: str, precision: str = "fp32",
+          version: str | None = None) -> Divergence | None:
     for divergence in table:
-        if divergence.matches(spec, backend, verdict):
+        if divergence.matches(spec, backend, verdict, precision, version):
             return divergence
     return None

@@ -29,7 +29,8 @@ from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable
 
 from deploykit.errors import RunAborted
-from deploykit.execute import Executor, Result, one_line
+from deploykit.execute import Executor, one_line
+from deploykit.result import Result
 from deploykit.metrics import Tolerance
 from deploykit.spec import ConvTransposeSpec
 
@@ -47,7 +48,13 @@ OWN_WORK_LIMIT_S = 600.0
 class Task:
     spec: ConvTransposeSpec
     backend: str
+    precision: str = "fp32"
     attempt: int = 1
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What identifies its result in a run (the store's key without the run id)."""
+        return self.spec.id, self.spec.expect, self.backend, self.precision
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,6 @@ class WorkerOptions:
     tolerance: Tolerance | None = None
     threads: int | None = None
     latency: dict | None = None  # timing options when the run measures latency
-    precision: str = "fp32"
     #: backends a worker loads before it says it is ready, so imports never count against --timeout
     preload: tuple[str, ...] = ()
 
@@ -83,9 +89,7 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
     _die_with_parent()
     if options.threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
-    executor = Executor(
-        tolerance=options.tolerance, threads=options.threads, latency=options.latency, precision=options.precision
-    )
+    executor = Executor(tolerance=options.tolerance, threads=options.threads, latency=options.latency)
     for name in options.preload:
         try:
             executor.backend(name)
@@ -100,9 +104,10 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
             return
         if message is None:
             return
-        spec_dict, backend = message
+        spec_dict, backend, precision = message
         try:
-            result = executor.run(ConvTransposeSpec.from_dict(spec_dict), backend, lambda name: _send(conn, (PHASE, name)))
+            spec = ConvTransposeSpec.from_dict(spec_dict)
+            result = executor.run(spec, backend, lambda name: _send(conn, (PHASE, name)), precision)
         except Exception as error:  # noqa: BLE001 - deploykit's own work failed, not the backend
             answer = (FAILED, f"{type(error).__name__}: {one_line(error)}")
         else:
@@ -129,7 +134,7 @@ class _Worker:
 
     def submit(self, task: Task) -> None:
         self.task, self.phase, self.since = task, "preparing", time.monotonic()
-        self.conn.send((task.spec.to_dict(), task.backend))
+        self.conn.send((task.spec.to_dict(), task.backend, task.precision))
 
     def death_reason(self) -> str:
         self.process.join(timeout=5)
@@ -154,7 +159,7 @@ class _Worker:
 
 
 def _failure(task: Task, verdict: str, reason: str, elapsed: float) -> Result:
-    result = Result.for_spec(task.spec, task.backend, verdict, reason)
+    result = Result.for_spec(task.spec, task.backend, verdict, reason, task.precision)
     result.duration_ms = elapsed * 1e3
     return result
 

@@ -102,6 +102,3 @@ HAZARDS: dict[str, Hazard] = {
     )
 }
 
-
-def applying(spec: ConvTransposeSpec) -> list[Hazard]:
-    return [hazard for hazard in HAZARDS.values() if hazard.applies(spec)]

@@ -23,9 +23,9 @@ from deploykit.onnxread import conv_transpose_nodes
 from deploykit.spec import ConvTransposeSpec
 from deploykit.store import Store
 
-#: Lint looks at these runtimes unless --backends says otherwise.  `onnx-shape-inference` is
-#: always included: every toolchain that reads shapes from ONNX inherits its answer.
-DEFAULT_BACKENDS = ("ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda", "tensorrt")
+#: Lint looks at every deployment runtime (`backends.deployment_targets()`) unless --backends says
+#: otherwise.  `onnx-shape-inference` is always included: every toolchain that reads shapes from
+#: ONNX inherits its answer.
 SHAPE_INFERENCE = "onnx-shape-inference"
 
 

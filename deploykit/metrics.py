@@ -69,25 +69,48 @@ def ulp_distance(actual: np.ndarray, reference: np.ndarray, dtype: str) -> int:
     return int(distance.max())
 
 
-def measure(actual: np.ndarray, reference: np.ndarray, bound: np.ndarray, dtype: str) -> Drift:
-    """All drift figures for same-shaped, finite `actual` and float64 `reference`."""
+@dataclass(frozen=True)
+class ErrorFigures:
+    """The error figures every command reports, computed one way (conformance, export, profile)."""
+
+    max_abs_err: float
+    max_rel_err: float
+    rel_l2_err: float
+
+
+def error_figures(actual: np.ndarray, reference: np.ndarray, dtype: str) -> ErrorFigures:
+    """Max abs, max relative and relative L2 error of same-shaped, finite `actual` vs float64 `reference`.
+
+    The relative error's denominator is floored at 2 u(dtype) max|ref|: elements that cancel to
+    about 0 would otherwise report huge relative errors for harmless absolute ones.
+    """
     y = actual.astype(np.float64)
     diff = np.abs(y - reference)
     if diff.size == 0:
-        return Drift(0.0, 0.0, 0.0, 0, 0.0, ())
-    # Guard the relative error's denominator: elements that cancel to ~0 would otherwise report
-    # huge relative errors for harmless absolute ones.  Floor = eps(dtype) * max|ref|.
+        return ErrorFigures(0.0, 0.0, 0.0)
     scale = float(np.max(np.abs(reference)))
     floor = max(UNIT_ROUNDOFF[dtype] * 2 * scale, np.finfo(np.float64).tiny)
-    rel = diff / np.maximum(np.abs(reference), floor)
+    norm = float(np.linalg.norm(reference))
+    return ErrorFigures(
+        max_abs_err=float(diff.max()),
+        max_rel_err=float((diff / np.maximum(np.abs(reference), floor)).max()),
+        rel_l2_err=float(np.linalg.norm(y - reference) / norm) if norm else float(np.linalg.norm(y)),
+    )
+
+
+def measure(actual: np.ndarray, reference: np.ndarray, bound: np.ndarray, dtype: str) -> Drift:
+    """All drift figures for same-shaped, finite `actual` and float64 `reference`."""
+    figures = error_figures(actual, reference, dtype)
+    if actual.size == 0:
+        return Drift(0.0, 0.0, 0.0, 0, 0.0, ())
+    diff = np.abs(actual.astype(np.float64) - reference)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(bound > 0, diff / bound, np.where(diff > 0, np.inf, 0.0))
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    norm = float(np.linalg.norm(reference))
     return Drift(
-        max_abs_err=float(diff.max()),
-        max_rel_err=float(rel.max()),
-        rel_l2_err=float(np.linalg.norm(y - reference) / norm) if norm else float(np.linalg.norm(y)),
+        max_abs_err=figures.max_abs_err,
+        max_rel_err=figures.max_rel_err,
+        rel_l2_err=figures.rel_l2_err,
         max_ulp_err=ulp_distance(actual, reference, dtype),
         bound_ratio=float(ratio.max()),
         worst_index=tuple(int(i) for i in worst),

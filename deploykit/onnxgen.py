@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -49,10 +50,17 @@ class Case:
     b: np.ndarray | None
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
     input_name: str = "X"
+    #: the torch module the model was exported from (`deploykit export`): backends that run torch
+    #: modules run it instead of the file
+    module: Any = None
 
     @property
     def model_bytes(self) -> bytes:
         return self.model.SerializeToString()
+
+    @property
+    def output_names(self) -> list[str]:
+        return [output.name for output in self.model.graph.output]
 
 
 def make_inputs(spec: ConvTransposeSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -13,12 +13,13 @@ from pathlib import Path
 from deploykit import backends as registry
 from deploykit import environment
 from deploykit.errors import UsageError
-from deploykit.execute import one_line
+from deploykit.backends.base import BuildConfig
+from deploykit.execute import run_backend
 from deploykit.matrix import load as load_matrix
 from deploykit.onnxgen import Case, build_case
 from deploykit.onnxread import case_from_model, load_model, resolve_shapes
 from deploykit.spec import ConvTransposeSpec
-from deploykit.timing import TimingOptions, measure, timed_ms
+from deploykit.timing import TimingOptions
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ProfileRow:
     status: str  # ok | unsupported | unavailable | rejected
     reason: str = ""
     backend_version: str | None = None
+    precision: str = "fp32"
     min_ms: float | None = None
     median_ms: float | None = None
     mean_ms: float | None = None
@@ -94,42 +96,27 @@ def profile(
     threads: int | None = None,
     precision: str = "fp32",
 ) -> list[ProfileRow]:
+    """Every (backend, batch) on the one execution path, with timing on; one row each."""
+    config = BuildConfig(precision=precision, threads=threads)
     rows = []
     for name in backend_names:
         backend = registry.get(name)
-        backend.precision = precision
         availability = backend.probe()
         for target in targets:
-            row = ProfileRow(backend=name, batch=target.batch, status="ok", backend_version=availability.version, threads=threads)
+            row = ProfileRow(backend=name, batch=target.batch, status="ok", backend_version=availability.version,
+                             threads=threads, precision=precision)
+            outcome = run_backend(backend, availability, target.case, config, options)
             rows.append(row)
-            spec = target.case.spec
-            if not availability.available:
-                row.status, row.reason = "unavailable", availability.reason
+            if outcome.status == "ok" and outcome.stats is None:
+                outcome.status, outcome.reason = "rejected", outcome.timing_problem or "no timing samples"
+            if outcome.status != "ok":
+                row.status, row.reason = outcome.status, outcome.reason
                 continue
-            if backend.needs_spec and spec is None:
-                nodes = len(target.case.model.graph.node)
-                row.status = "unsupported"
-                row.reason = f"{name} runs ONNX models only when they are one ConvTranspose node with constant weights; this one has {nodes} node(s)"
-                continue
-            reason = backend.unsupported_reason(spec) if spec is not None else None
-            if reason:
-                row.status, row.reason = "unsupported", reason
-                continue
-            runner = backend.runner(target.case, threads)
-            try:
-                _, row.setup_ms = timed_ms(runner.activate)
-                try:
-                    runner.infer(target.case.feeds)  # the model must run before it is timed
-                    stats = measure(runner.iteration(target.case.feeds, options.include_transfers), options)
-                finally:
-                    runner.deactivate()
-            except Exception as error:  # noqa: BLE001 - a refusal is a result
-                row.status, row.reason = "rejected", one_line(error)
-                continue
-            for key, value in stats.as_dict().items():
+            for key, value in outcome.stats.as_dict().items():
                 setattr(row, key, value)
-            row.throughput_per_s = stats.throughput_per_s(target.batch)
-            row.gflops = stats.gflops(target.flops) if target.flops else None
+            row.setup_ms = outcome.setup_ms
+            row.throughput_per_s = outcome.stats.throughput_per_s(target.batch)
+            row.gflops = outcome.stats.gflops(target.flops) if target.flops else None
     return rows
 
 

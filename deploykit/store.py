@@ -22,14 +22,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from deploykit.errors import RunAborted, UsageError
-from deploykit.execute import Result
+from deploykit.result import Result
 
 #: 1: the first layout.  2: runs.owner; results.accumulation and results.float32_sum_ratio.
-SCHEMA_VERSION = 2
+#: 3: results.precision, part of the primary key (a result is per build precision).
+SCHEMA_VERSION = 3
 _RESULT_FIELDS = [f.name for f in fields(Result)]
 _JSON_FIELDS = {"expected_shape", "actual_shape", "onnx_inferred_shape", "spec"}
 _RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "matrix", "parameters", "environment", "planned", "owner")
 
+_RESULTS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS results (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    {", ".join(f"{name} {'TEXT' if name in _JSON_FIELDS else ''}".strip() for name in _RESULT_FIELDS)},
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (run_id, config_id, expect, backend, precision)
+);
+"""
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,13 +52,7 @@ CREATE TABLE IF NOT EXISTS runs (
     planned INTEGER NOT NULL,
     owner TEXT                     -- JSON: host, pid, process start time (see deploykit.liveness)
 );
-CREATE TABLE IF NOT EXISTS results (
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    {", ".join(f"{name} {'TEXT' if name in _JSON_FIELDS else ''}".strip() for name in _RESULT_FIELDS)},
-    recorded_at REAL NOT NULL,
-    PRIMARY KEY (run_id, config_id, expect, backend)
-);
-"""
+{_RESULTS_TABLE}"""
 
 
 @dataclass
@@ -167,14 +170,37 @@ class Store:
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        """Bring an older layout up to SCHEMA_VERSION: versions only ever add columns."""
-        have = _columns(db, "results")
-        for name in _RESULT_FIELDS:
-            if name not in have:
-                db.execute(f"ALTER TABLE results ADD COLUMN {name} {'TEXT' if name in _JSON_FIELDS else ''}".strip())
-        if "owner" not in _columns(db, "runs"):
-            db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        """Bring an older layout up to SCHEMA_VERSION, in one transaction: columns are added, and
+        version 3's wider primary key rebuilds the results table with every row kept."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "precision" not in _columns(db, "results"):
+                self._rebuild_results(db)
+            have = _columns(db, "results")
+            for name in _RESULT_FIELDS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE results ADD COLUMN {name} {'TEXT' if name in _JSON_FIELDS else ''}".strip())
+            if "owner" not in _columns(db, "runs"):
+                db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _rebuild_results(db: sqlite3.Connection) -> None:
+        """Results from before schema 3 get the precision their run was started with."""
+        old = _columns(db, "results")
+        kept = [name for name in ["run_id", *_RESULT_FIELDS, "recorded_at"] if name in old]
+        db.execute("ALTER TABLE results RENAME TO results_before_v3")
+        db.execute(_RESULTS_TABLE)
+        precision = "COALESCE((SELECT json_extract(parameters, '$.precision') FROM runs WHERE runs.run_id = old.run_id), 'fp32')"
+        db.execute(
+            f"INSERT INTO results ({', '.join(kept)}, precision) SELECT {', '.join(f'old.{k}' for k in kept)}, {precision}"
+            " FROM results_before_v3 AS old"
+        )
+        db.execute("DROP TABLE results_before_v3")
 
     def close(self) -> None:
         """Leave one self-contained file: fold the WAL back and return to a rollback journal."""
@@ -236,8 +262,9 @@ class Store:
             [run_id, *values, time.time()],
         )
 
-    def done(self, run_id: int) -> set[tuple[str, str, str]]:
-        rows = self.db.execute("SELECT config_id, expect, backend FROM results WHERE run_id=?", (run_id,))
+    def done(self, run_id: int) -> set[tuple[str, str, str, str]]:
+        """Keys (config, expect, backend, precision) of the results a run has stored."""
+        rows = self.db.execute("SELECT config_id, expect, backend, precision FROM results WHERE run_id=?", (run_id,))
         return {tuple(r) for r in rows}
 
     def results(self, run_id: int) -> list[Result]:

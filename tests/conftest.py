@@ -16,7 +16,8 @@ def fault_backends(monkeypatch):
         "DEPLOYKIT_BACKENDS",
         "crashy=fault_backends:CrashBackend,hangy=fault_backends:HangBackend,"
         "drifty=fault_backends:DriftBackend,slowish=fault_backends:SlowBackend,"
-        "killed=fault_backends:SigkillBackend,nostart=fault_backends:StartupKillerBackend",
+        "killed=fault_backends:SigkillBackend,nostart=fault_backends:StartupKillerBackend,"
+        "minimal=fault_backends:MinimalOnnxBackend",
     )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.syspath_prepend(str(TESTS))

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, CallableRunner
+from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner
 from deploykit.backends.reference import ReferenceBackend
 
 
@@ -19,7 +19,7 @@ class CrashBackend(Backend):
     def probe(self) -> Availability:
         return Availability(True, "0")
 
-    def runner(self, case, threads=None):
+    def load(self, case, config):
         return CallableRunner(lambda feeds: os.kill(os.getpid(), signal.SIGSEGV))
 
 
@@ -31,7 +31,7 @@ class SigkillBackend(Backend):
     def probe(self) -> Availability:
         return Availability(True, "0")
 
-    def runner(self, case, threads=None):
+    def load(self, case, config):
         return CallableRunner(lambda feeds: os.kill(os.getpid(), signal.SIGKILL))
 
 
@@ -52,7 +52,7 @@ class HangBackend(Backend):
     def probe(self) -> Availability:
         return Availability(True, "0")
 
-    def runner(self, case, threads=None):
+    def load(self, case, config):
         return CallableRunner(lambda feeds: time.sleep(3600))
 
 
@@ -61,8 +61,8 @@ class SlowBackend(ReferenceBackend):
 
     name = "slowish"
 
-    def runner(self, case, threads=None):
-        inner = super().runner(case, threads)
+    def load(self, case, config):
+        inner = super().load(case, config)
 
         def activate():
             log = os.environ.get("DEPLOYKIT_TEST_LOG")
@@ -83,14 +83,38 @@ class DriftBackend(ReferenceBackend):
 
     name = "drifty"
 
-    def accumulation(self, dtype):
-        return Backend.accumulation(self, dtype)  # what a float32 runtime declares, not the oracle's float64
+    def accumulation(self, dtype, config=BuildConfig()):
+        return Backend.accumulation(self, dtype, config)  # what a float32 runtime declares, not the oracle's float64
 
-    def runner(self, case, threads=None):
-        inner = super().runner(case, threads)
+    def load(self, case, config):
+        inner = super().load(case, config)
 
         def infer(feeds):
-            y = inner.infer(feeds)
-            return (y.astype(np.float64) * (1 + 1e-3)).astype(y.dtype)
+            return {name: (y.astype(np.float64) * (1 + 1e-3)).astype(y.dtype) for name, y in inner.infer(feeds).items()}
 
         return CallableRunner(infer, inner.activate)
+
+
+class MinimalOnnxBackend(Backend):
+    """A third-party engine in a dozen lines: a loader and the base class's defaults, nothing
+    registered anywhere else.  ONNX Runtime stands in for the engine."""
+
+    name = "minimal"
+    description = "an engine that only implements the contract"
+
+    def probe(self) -> Availability:
+        return Availability(True, "1.0")
+
+    def load(self, case, config):
+        import onnxruntime
+
+        state = {}
+
+        def prepare():
+            state["session"] = onnxruntime.InferenceSession(case.model_bytes, providers=["CPUExecutionProvider"])
+
+        def infer(feeds):
+            names = [o.name for o in state["session"].get_outputs()]
+            return dict(zip(names, state["session"].run(names, feeds)))
+
+        return CallableRunner(infer, prepare)

@@ -17,6 +17,7 @@ import pytest
 
 import emulation
 from deploykit import backends as registry
+from deploykit.backends.base import BuildConfig
 from deploykit.bound import OneSum
 from deploykit.execute import Executor
 from deploykit.matrix import load as load_matrix
@@ -54,10 +55,10 @@ def _run(backend_name: str, spec: ConvTransposeSpec, path: str) -> tuple[np.ndar
     case = build_case(spec)
     context = _onednn(False) if path == "native" else contextlib.nullcontext()
     with context:
-        runner = backend.runner(case)
+        runner = backend.load(case, BuildConfig())
         runner.activate()
-        output = np.asarray(runner.infer(case.feeds))
-    return output, ExactAnswer(spec, case.x, case.w, case.b), backend.accumulation(spec.dtype)
+        [output] = runner.infer(case.feeds).values()
+    return output, ExactAnswer(spec, case.x, case.w, case.b), backend.accumulation(spec.dtype, BuildConfig())
 
 
 def _agreement(output: np.ndarray, emulated: np.ndarray) -> float:

@@ -6,7 +6,9 @@ import pytest
 
 from deploykit import backends as registry
 from deploykit.backends.torch_backend import torch_padding
+from deploykit.backends.base import BuildConfig
 from deploykit.errors import UsageError
+from deploykit.onnxgen import build_case
 from deploykit.spec import ConvTransposeSpec
 
 
@@ -26,8 +28,11 @@ def test_env_registration_and_a_broken_plugin_is_a_usage_error(monkeypatch):
 
 def test_ort_cpu_declares_its_missing_kernels():
     backend = registry.get("ort-cpu")
-    assert backend.unsupported_reason(ConvTransposeSpec((1, 2, 3, 3), 2, 2, dtype="float64")).endswith("no float64 ConvTranspose kernel")
-    assert backend.unsupported_reason(ConvTransposeSpec((1, 2, 3, 3), 2, 2, dtype="float16")) is None
+    fp32 = BuildConfig()
+    assert backend.unsupported_reason(build_case(ConvTransposeSpec((1, 2, 3, 3), 2, 2, dtype="float64")), fp32).endswith(
+        "no float64 ConvTranspose kernel")
+    assert backend.unsupported_reason(build_case(ConvTransposeSpec((1, 2, 3, 3), 2, 2, dtype="float16")), fp32) is None
+    assert "no tf32 build precision" in backend.unsupported_reason(build_case(ConvTransposeSpec((1, 2, 3, 3), 2, 2)), BuildConfig("tf32"))
 
 
 def test_torch_padding_explains_what_torch_cannot_express():

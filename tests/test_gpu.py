@@ -64,6 +64,6 @@ def test_torch_cuda_tf32_widens_the_bound_instead_of_failing():
 
     spec = ConvTransposeSpec((1, 256, 16, 16), 128, (4, 4), strides=2, pads=1)
     strict = Executor(known=[]).run(spec, "torch-cuda")
-    loose = Executor(known=[], precision="tf32").run(spec, "torch-cuda")
+    loose = Executor(known=[]).run(spec, "torch-cuda", precision="tf32")
     assert strict.verdict == "pass", strict.reason
     assert loose.verdict == "pass", loose.reason

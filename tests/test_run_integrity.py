@@ -20,6 +20,7 @@ from conftest import ROOT, without_root_overrides
 from deploykit import resources
 from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.spec import ConvTransposeSpec
+from deploykit.store import SCHEMA_VERSION
 from test_cli import assert_usage_error, deploykit
 
 LAYER = "{input_shape: [1, 2, 3, 3], out_channels: 2, kernel_shape: 2}"
@@ -287,19 +288,38 @@ def test_a_finished_database_reads_in_a_read_only_folder(tmp_path):
     assert json.loads(proc.stdout)["run"]["recorded"] == 31
 
 
+def _back_to_schema_1(db: Path) -> None:
+    """Rewrite a database in the first layout: no owner, no precision (nor in the key), no
+    accumulation columns; its run was started with `precision: tf32`."""
+    added = {"precision", "accumulation", "float32_sum_ratio"}
+    with sqlite3.connect(db) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(results)") if row[1] not in added]
+        kinds = {row[1]: row[2] for row in connection.execute("PRAGMA table_info(results)")}
+        connection.execute("ALTER TABLE results RENAME TO new_results")
+        connection.execute(f"CREATE TABLE results ({', '.join(f'{c} {kinds[c]}' for c in columns)},"
+                           " PRIMARY KEY (run_id, config_id, expect, backend))")
+        connection.execute(f"INSERT INTO results SELECT {', '.join(columns)} FROM new_results")
+        connection.execute("DROP TABLE new_results")
+        connection.execute("ALTER TABLE runs DROP COLUMN owner")
+        connection.execute("UPDATE runs SET parameters = json_set(json_remove(parameters, '$.precisions'), '$.precision', 'tf32')")
+        connection.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    connection.close()
+
+
 def test_an_older_schema_is_migrated_and_a_newer_one_refused(tmp_path):
     db = tmp_path / "r.db"
     assert deploykit("conformance", "run", "--matrix", "smoke", "--backends", "reference", "--db", str(db)).returncode == 0
-    with sqlite3.connect(db) as connection:  # back to the first layout: no owner, no accumulation columns
-        for column in ("accumulation", "float32_sum_ratio"):
-            connection.execute(f"ALTER TABLE results DROP COLUMN {column}")
-        connection.execute("ALTER TABLE runs DROP COLUMN owner")
-        connection.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-    connection.close()
+    _back_to_schema_1(db)
     old = deploykit("conformance", "report", "--db", str(db), "--format", "json")
     assert old.returncode == 0 and len(json.loads(old.stdout)["results"]) == 31
     again = deploykit("conformance", "run", "--matrix", "smoke", "--backends", "reference", "--db", str(db))
     assert again.returncode == 0, again.stderr
+    with sqlite3.connect(db) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        by_run = dict(connection.execute("SELECT precision, COUNT(*) FROM results GROUP BY precision").fetchall())
+        key = [row[1] for row in connection.execute("PRAGMA table_info(results)") if row[5]]
+    assert version == str(SCHEMA_VERSION) and "precision" in key
+    assert by_run == {"tf32": 31, "fp32": 31}  # the old run's rows got the precision it was started with
     with sqlite3.connect(db) as connection:
         connection.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     connection.close()

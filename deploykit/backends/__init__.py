@@ -57,6 +57,19 @@ def get(name: str) -> Backend:
         raise UsageError(f"backend {name!r} ({target}) failed to load: {error}") from None
 
 
+def deployment_targets() -> list[str]:
+    """Every registered backend that is a runtime users deploy to (not an oracle such as the
+    reference), from each backend's declared capabilities: what lint checks by default."""
+    targets = []
+    for name in names():
+        try:
+            if not get(name).capabilities.reference:
+                targets.append(name)
+        except UsageError:  # a broken plugin: `deploykit backends` says why
+            continue
+    return targets
+
+
 def parse(csv: str | None) -> list[str]:
     """Names from a comma-separated --backends value, checked against the registry."""
     if csv is None:
@@ -71,4 +84,4 @@ def parse(csv: str | None) -> list[str]:
     return requested
 
 
-__all__ = ["Availability", "Backend", "Runner", "get", "names", "parse", "DEFAULT_BACKENDS", "BUILTIN"]
+__all__ = ["Availability", "Backend", "Runner", "get", "names", "parse", "deployment_targets", "DEFAULT_BACKENDS", "BUILTIN"]

@@ -1,8 +1,13 @@
-"""The small protocol every backend implements, after Polygraphy's runners.
+"""The contract every backend implements, after Polygraphy's runners and loaders.
 
-A backend is a factory with facts about itself (name, availability, what it cannot express,
-how it accumulates); a runner is one prepared model with `activate / infer / deactivate`, so
-session or engine creation is never mixed with inference (and never inside a timed region).
+A backend is a factory with facts about itself: whether it is available, what it can load
+(`Capabilities`: ONNX files, single layers from a spec, torch modules; its device, dtypes and
+build precisions), and how it sums (`accumulation`, measured per backend).  `load(case, config)`
+composes a loader (model bytes + a frozen `BuildConfig` -> session or engine) with a runner, so a
+build precision is a value passed in, never a global.  A runner is one prepared model with
+`activate / infer / deactivate`: session or engine creation is never mixed with inference (and
+never inside a timed region), and `infer(feeds)` returns every output by name, as Polygraphy's
+runners do.  Nothing outside a backend's own module needs to know its name.
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ import numpy as np
 if TYPE_CHECKING:
     from deploykit.bound import Accumulation
     from deploykit.onnxgen import Case
-    from deploykit.spec import ConvTransposeSpec
+
+#: Build precisions, what each lets a backend do, and the bound's term for it (deploykit.bound).
+PRECISIONS: dict[str, str] = {
+    "fp32": "the model's own dtypes; float32 as float32 (TF32 off)",
+    "tf32": "float32 products on TF32 tensor cores (inputs rounded to a 10-bit mantissa, float32 sums)",
+    "fp16": "float32 models run in float16 where the backend chooses (weights and activations rounded)",
+    "bf16": "float32 models run in bfloat16 where the backend chooses",
+}
+MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclass(frozen=True)
@@ -25,12 +38,63 @@ class Availability:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class BuildConfig:
+    """How a backend is asked to build a model: part of every result's identity.
+
+    `hints` are engine-specific settings (e.g. a TensorRT builder optimisation level) as sorted
+    (key, value) pairs, so the config stays hashable and prints the same everywhere.
+    """
+
+    precision: str = "fp32"
+    threads: int | None = None
+    hints: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        object.__setattr__(self, "hints", tuple(sorted(self.hints)))
+
+    def hint(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.hints).get(key, default)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can take, declared once so no other module keeps lists of backend names."""
+
+    device: str = "cpu"
+    #: loads any ONNX model (a session or an engine built from the file)
+    loads_onnx: bool = True
+    #: runs one ConvTranspose from its spec (an ONNX file only when it is one such node)
+    loads_spec: bool = False
+    #: runs a PyTorch module itself (`deploykit export` compares the eager module too)
+    loads_torch_module: bool = False
+    dtypes: tuple[str, ...] = MODEL_DTYPES
+    precisions: tuple[str, ...] = ("fp32",)
+    #: an oracle to compare runtimes against (deploykit's reference, onnx.reference), not a
+    #: deployment target: lint and export do not check it unless asked
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """An input a runner expects: name, element type (NumPy dtype name) and shape (None: dynamic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
 class Runner(Protocol):
     def activate(self) -> None:
         """Build the session/engine. Raising here means the backend refused the model."""
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Run once and return Y as a host NumPy array."""
+    def input_metadata(self) -> list[TensorMeta]:
+        """The inputs `infer` expects (after `activate`)."""
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once; every output by name, as host NumPy arrays."""
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
         """Prepare for timing once (bind inputs and outputs on the device) and return a function
@@ -46,24 +110,38 @@ class Backend:
 
     name: str = ""
     description: str = ""
-    device: str = "cpu"
     #: pip extra that installs what this backend needs (shown when it is unavailable)
     extra: str | None = None
-    #: runs from the spec (not the ONNX file), so an arbitrary model must map to one spec
-    needs_spec: bool = False
-    #: "fp32" (TF32 off, the conformance default) or "tf32"; GPU backends read it
-    precision: str = "fp32"
+    capabilities: Capabilities = Capabilities()
+
+    @property
+    def device(self) -> str:
+        return self.capabilities.device
 
     def probe(self) -> Availability:
         """Is the package importable and the hardware present?  Must not raise."""
         return Availability(True, None)
 
-    def unsupported_reason(self, spec: "ConvTransposeSpec") -> str | None:
-        """A documented limit of the backend for this config, or None when it should run it."""
+    def unsupported_reason(self, case: "Case", config: BuildConfig) -> str | None:
+        """Why this backend cannot run `case` as asked (documented non-support), or None."""
+        caps = self.capabilities
+        if config.precision not in caps.precisions:
+            return f"{self.name} has no {config.precision} build precision (it offers {', '.join(caps.precisions)})"
+        if case.module is not None and caps.loads_torch_module:
+            return None
+        if case.spec is None and not caps.loads_onnx:
+            nodes = len(case.model.graph.node)
+            return f"{self.name} runs ONNX models only when they are one ConvTranspose node with constant weights; this one has {nodes} node(s)"
+        if case.spec is not None and case.spec.dtype not in caps.dtypes:
+            return f"{self.name} has no {case.spec.dtype} ConvTranspose kernel"
+        return self.spec_limits(case) if case.spec is not None else None
+
+    def spec_limits(self, case: "Case") -> str | None:
+        """A documented limit for this config (e.g. padding torch cannot express), or None."""
         return None
 
-    def accumulation(self, dtype: str) -> tuple["Accumulation", ...]:
-        """How the backend sums for `dtype`: the error bound is the largest over these models.
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple["Accumulation", ...]:
+        """How the backend sums for `dtype` under `config`: the error bound is the largest over these.
 
         The default, one float32 sum rounded once for float16/bfloat16, is what ORT's MLAS and
         oneDNN were measured to do; a backend that differs must declare it, with a test that
@@ -73,22 +151,30 @@ class Backend:
 
         return (OneSum("float32" if dtype in ("float16", "bfloat16") else dtype),)
 
-    def runner(self, case: "Case", threads: int | None = None) -> Runner:
+    def load(self, case: "Case", config: BuildConfig) -> Runner:
+        """A runner for `case` built under `config` (nothing is built until `activate`).
+
+        A backend that `loads_torch_module` runs `case.module` when the case has one."""
         raise NotImplementedError
 
 
 class CallableRunner:
     """A runner around a plain function, for backends with no session to build."""
 
-    def __init__(self, function, prepare=None) -> None:
+    def __init__(self, function: Callable[[dict], dict], prepare: Callable[[], None] | None = None,
+                 inputs: list[TensorMeta] | None = None) -> None:
         self._function = function
         self._prepare = prepare
+        self._inputs = inputs or []
 
     def activate(self) -> None:
         if self._prepare is not None:
             self._prepare()
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def input_metadata(self) -> list[TensorMeta]:
+        return list(self._inputs)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._function(feeds)
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
@@ -98,3 +184,18 @@ class CallableRunner:
 
     def deactivate(self) -> None:
         pass
+
+
+def case_inputs(case: "Case") -> list[TensorMeta]:
+    """The inputs of a case's ONNX graph (what a spec-driven runner is fed)."""
+    from deploykit.onnxread import graph_inputs, ONNX_TO_DTYPE
+    from deploykit.onnxgen import NUMPY_DTYPES
+
+    metas = []
+    for graph_input in graph_inputs(case.model):
+        dtype = ONNX_TO_DTYPE.get(graph_input.elem_type)
+        name = NUMPY_DTYPES[dtype].name if dtype else str(graph_input.elem_type)
+        shape = tuple(d if isinstance(d, int) else None for d in graph_input.dims)
+        metas.append(TensorMeta(graph_input.name, name, shape))
+    return metas
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, CallableRunner
+from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner, Capabilities, case_inputs
 from deploykit.bound import Accumulation, TapSums
 from deploykit.onnxgen import Case
 
@@ -12,6 +12,7 @@ from deploykit.onnxgen import Case
 class OnnxReferenceBackend(Backend):
     name = "onnx-reference"
     description = "onnx.reference.ReferenceEvaluator (pure NumPy)"
+    capabilities = Capabilities(reference=True)
 
     def probe(self) -> Availability:
         try:
@@ -20,23 +21,24 @@ class OnnxReferenceBackend(Backend):
             return Availability(False, None, f"onnx does not import: {error}")
         return Availability(True, onnx.__version__)
 
-    def accumulation(self, dtype: str) -> tuple[Accumulation, ...]:
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
         # Measured (tests/test_accumulation.py): float16 runs a float32-accumulating NumPy GEMM per
         # kernel tap, rounds it to float16, and its col2im adds the taps (then the bias) in float16.
         # bfloat16 is upcast to float32 for the whole computation and rounded once.
         if dtype == "float16":
             return (TapSums("float32", "float16"),)
-        return super().accumulation(dtype)
+        return super().accumulation(dtype, config)
 
-    def runner(self, case: Case, threads: int | None = None) -> CallableRunner:
+    def load(self, case: Case, config: BuildConfig) -> CallableRunner:
         from onnx.reference import ReferenceEvaluator
 
         state: dict = {}
+        names = case.output_names
 
         def prepare() -> None:
             state["evaluator"] = ReferenceEvaluator(case.model)
 
-        def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
-            return np.asarray(state["evaluator"].run(None, feeds)[0])
+        def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {name: np.asarray(value) for name, value in zip(names, state["evaluator"].run(None, feeds))}
 
-        return CallableRunner(infer, prepare)
+        return CallableRunner(infer, prepare, case_inputs(case))

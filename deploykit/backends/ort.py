@@ -1,59 +1,73 @@
-"""ONNX Runtime backends: `ort-cpu` (CPUExecutionProvider) and `ort-cuda` (CUDAExecutionProvider)."""
+"""ONNX Runtime backends: `ort-cpu` (CPUExecutionProvider) and `ort-cuda` (CUDAExecutionProvider).
+
+`SessionFromOnnx` is the loader (model bytes + provider + build config -> InferenceSession, after
+Polygraphy's `SessionFromOnnx`); `OrtRunner` runs whatever session its loader builds.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, TensorMeta
 from deploykit.bound import OneSum
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
-from deploykit.spec import ConvTransposeSpec
 from deploykit.timing import host_timed
+
+#: onnxruntime's tensor(...) type names -> NumPy dtype names
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+@dataclass(frozen=True)
+class SessionFromOnnx:
+    """Loader: an InferenceSession for `model_bytes` on one provider; refusals raise here."""
+
+    model_bytes: bytes
+    provider: str
+    config: BuildConfig
+    provider_options: dict = field(default_factory=dict)
+
+    def __call__(self):
+        ort = lazy_import("onnxruntime", "onnxruntime")
+        ort.set_default_logger_severity(4)
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # refusals are reported as verdicts, not log spam
+        if self.config.threads:
+            options.intra_op_num_threads = self.config.threads
+        session = ort.InferenceSession(self.model_bytes, options, providers=[(self.provider, self.provider_options)])
+        if self.provider not in session.get_providers():
+            raise RuntimeError(f"{self.provider} could not be enabled; session runs on {session.get_providers()}")
+        return session
 
 
 class OrtRunner:
-    """One InferenceSession; `activate` builds it so model refusals surface there."""
+    """One InferenceSession from its loader; `activate` builds it so model refusals surface there."""
 
-    def __init__(
-        self,
-        model_bytes: bytes,
-        provider: str,
-        threads: int | None,
-        provider_options: dict | None = None,
-        device: str = "cpu",
-    ) -> None:
-        self._model_bytes = model_bytes
-        self._provider = provider
-        self._provider_options = provider_options or {}
-        self._threads = threads
+    def __init__(self, load_session: Callable[[], object], device: str = "cpu") -> None:
+        self._load_session = load_session
         self._device = device
         self.session = None
         self.run_options = None
 
     def activate(self) -> None:
         ort = lazy_import("onnxruntime", "onnxruntime")
-        ort.set_default_logger_severity(4)
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # refusals are reported as verdicts, not log spam
-        if self._threads:
-            options.intra_op_num_threads = self._threads
-        self.session = ort.InferenceSession(
-            self._model_bytes, options, providers=[(self._provider, self._provider_options)]
-        )
-        if self._provider not in self.session.get_providers():
-            raise RuntimeError(f"{self._provider} could not be enabled; session runs on {self.session.get_providers()}")
+        self.session = self._load_session()
 
-    @property
-    def threads(self) -> int | None:
-        return self._threads
+    def input_metadata(self) -> list[TensorMeta]:
+        return [
+            TensorMeta(i.name, _ORT_TYPES.get(i.type, i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
+            for i in self.session.get_inputs()
+        ]
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, feeds, self.run_options)[0]
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feeds, self.run_options)))
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
         """IO binding: inputs and outputs live on the provider's device before timing starts."""
@@ -97,9 +111,8 @@ class OrtCpuBackend(Backend):
     name = "ort-cpu"
     description = "ONNX Runtime, CPUExecutionProvider"
     provider = "CPUExecutionProvider"
-    device = "cpu"
     #: dtypes the provider registers a ConvTranspose kernel for (onnxruntime docs/OperatorKernels.md)
-    kernel_dtypes: tuple[str, ...] = ("float32", "float16")
+    capabilities = Capabilities(device="cpu", dtypes=("float32", "float16"))
     missing_hint = "pip install onnxruntime"
 
     def probe(self) -> Availability:
@@ -117,29 +130,23 @@ class OrtCpuBackend(Backend):
     def load_provider_libraries(self, ort) -> None:
         """Nothing to load for the CPU provider."""
 
-    def unsupported_reason(self, spec: ConvTransposeSpec) -> str | None:
-        if spec.dtype not in self.kernel_dtypes:
-            return f"{self.provider} has no {spec.dtype} ConvTranspose kernel"
-        return None
-
-    def provider_options(self) -> dict:
+    def provider_options(self, config: BuildConfig) -> dict:
         return {}
 
-    def runner(self, case: Case, threads: int | None = None) -> OrtRunner:
-        return OrtRunner(case.model_bytes, self.provider, threads, self.provider_options(), self.device)
+    def load(self, case: Case, config: BuildConfig) -> OrtRunner:
+        loader = SessionFromOnnx(case.model_bytes, self.provider, config, self.provider_options(config))
+        return OrtRunner(loader, self.device)
 
 
 class OrtCudaBackend(OrtCpuBackend):
-    """CUDAExecutionProvider from onnxruntime-gpu.  TF32 is off (`use_tf32=0`) for conformance,
-    so float32 is judged as float32; `precision="tf32"` allows it."""
+    """CUDAExecutionProvider from onnxruntime-gpu.  TF32 is off (`use_tf32=0`) unless the build
+    precision is tf32, so float32 is judged as float32."""
 
     name = "ort-cuda"
     description = "ONNX Runtime, CUDAExecutionProvider (onnxruntime-gpu)"
     provider = "CUDAExecutionProvider"
-    device = "cuda"
-    kernel_dtypes = ("float32", "float16", "float64")
+    capabilities = Capabilities(device="cuda", dtypes=("float32", "float16", "float64"), precisions=("fp32", "tf32"))
     missing_hint = "pip install onnxruntime-gpu (needs an NVIDIA GPU and CUDA)"
-    precision = "fp32"
 
     def load_provider_libraries(self, ort) -> None:
         """onnxruntime-gpu >= 1.21 finds the CUDA/cuDNN wheels' libraries only after preload_dlls()."""
@@ -150,10 +157,10 @@ class OrtCudaBackend(OrtCpuBackend):
             except Exception:  # noqa: BLE001 - the provider check in probe() gives the verdict
                 pass
 
-    def provider_options(self) -> dict:
-        return {"use_tf32": "1" if self.precision == "tf32" else "0"}
+    def provider_options(self, config: BuildConfig) -> dict:
+        return {"use_tf32": "1" if config.precision == "tf32" else "0"}
 
-    def accumulation(self, dtype: str) -> tuple[OneSum, ...]:
-        if dtype == "float32" and self.precision == "tf32":
-            return (OneSum("tfloat32"),)
-        return super().accumulation(dtype)
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[OneSum, ...]:
+        if dtype == "float32" and config.precision == "tf32":
+            return (OneSum("float32", operands="tfloat32"),)
+        return super().accumulation(dtype, config)

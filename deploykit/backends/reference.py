@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, CallableRunner
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, CallableRunner, case_inputs
 from deploykit.bound import OneSum
 from deploykit.onnxgen import NUMPY_DTYPES, Case
 
@@ -16,27 +16,28 @@ from deploykit.onnxgen import NUMPY_DTYPES, Case
 class ReferenceBackend(Backend):
     name = "reference"
     description = "deploykit float64 NumPy oracle (GEMM + col2im)"
-    needs_spec = True
+    capabilities = Capabilities(loads_onnx=False, loads_spec=True, reference=True)
 
     def probe(self) -> Availability:
         return Availability(True, np.__version__)
 
-    def accumulation(self, dtype: str) -> tuple[OneSum, ...]:
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[OneSum, ...]:
         return (OneSum("float64"),)
 
-    def runner(self, case: Case, threads: int | None = None) -> CallableRunner:
+    def load(self, case: Case, config: BuildConfig) -> CallableRunner:
         from deploykit.reference import run_spec
 
         spec = case.spec
+        [output] = case.output_names
 
         def prepare() -> None:
             problems = spec.violations()
             if problems:
                 raise ValueError("; ".join(problems))
 
-        def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             b = feeds.get("B", case.b)
             y = run_spec(spec, feeds[case.input_name], feeds.get("W", case.w), b if spec.bias else None)
-            return y.astype(NUMPY_DTYPES[spec.dtype])
+            return {output: y.astype(NUMPY_DTYPES[spec.dtype])}
 
-        return CallableRunner(infer, prepare)
+        return CallableRunner(infer, prepare, case_inputs(case))

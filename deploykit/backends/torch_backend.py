@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, TensorMeta, case_inputs
 from deploykit.bound import Accumulation, OneSum, TapSums
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -51,24 +51,47 @@ def from_numpy(array: np.ndarray, device: str):
     return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
 
-class TorchRunner:
-    """Weights go to the device once in `activate`; `infer` copies X in and Y out."""
+def _configure(device: str, config: BuildConfig):
+    """Threads, and TF32 only when the build precision asks for it (float32 stays float32)."""
+    torch = lazy_import("torch", "torch", "torch")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if device == "cuda":
+        torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
+    return torch
 
-    def __init__(self, case: Case, device: str, threads: int | None, allow_tf32: bool) -> None:
+
+def _cuda_timed(call: Callable[[], object]) -> Callable[[], float]:
+    """One sample = CUDA-event time of a call, synchronised on the end event."""
+    import torch
+
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+
+    def cuda_iteration() -> float:
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+
+    return cuda_iteration
+
+
+class TorchRunner:
+    """One ConvTranspose from its spec.  Weights go to the device once in `activate`; `infer`
+    copies X in and Y out."""
+
+    def __init__(self, case: Case, device: str, config: BuildConfig) -> None:
         self.case = case
         self.device = device
-        self.threads = threads
-        self.allow_tf32 = allow_tf32
+        self.config = config
         self._weights = None
 
     def activate(self) -> None:
-        torch = lazy_import("torch", "torch", "torch")
+        torch = _configure(self.device, self.config)
         spec = self.case.spec
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        if self.device == "cuda":
-            torch.backends.cudnn.allow_tf32 = self.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
         padding = torch_padding(spec)
         if isinstance(padding, str):  # only negative cases get here: let torch judge the raw pads
             padding = tuple(spec.pads[: spec.rank])
@@ -91,10 +114,14 @@ class TorchRunner:
         with torch.inference_mode():
             return self._function(x, *self._weights, **self._options)
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def input_metadata(self) -> list[TensorMeta]:
+        return case_inputs(self.case)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "W" in feeds:
             self._weights = self._device_weights(feeds)
-        return to_numpy(self._forward(from_numpy(feeds[self.case.input_name], self.device)))
+        [name] = self.case.output_names
+        return {name: to_numpy(self._forward(from_numpy(feeds[self.case.input_name], self.device)))}
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
         x_host = feeds[self.case.input_name]
@@ -106,32 +133,63 @@ class TorchRunner:
             else:
                 self._forward(x_device)
 
-        if self.device != "cuda":
-            return host_timed(call)
-        import torch
-
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-
-        def cuda_iteration() -> float:
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            return float(start.elapsed_time(end))
-
-        return cuda_iteration
+        return host_timed(call) if self.device != "cuda" else _cuda_timed(call)
 
     def deactivate(self) -> None:
         self._weights = None
 
 
+def flatten_outputs(value) -> list:
+    """Module outputs in the order the ONNX exporters flatten them (tuples, lists, dict values)."""
+    if isinstance(value, dict):
+        return [item for part in value.values() for item in flatten_outputs(part)]
+    if isinstance(value, (tuple, list)):
+        return [item for part in value for item in flatten_outputs(part)]
+    if not hasattr(value, "detach"):
+        raise TypeError(f"the module returns a {type(value).__name__}; deploykit compares tensor outputs only")
+    return [value]
+
+
+class TorchModuleRunner:
+    """A torch module itself (eager), fed by the ONNX graph's input names in order."""
+
+    def __init__(self, module, input_names: list[str], output_names: list[str], device: str, config: BuildConfig) -> None:
+        self.module = module
+        self.input_names = input_names
+        self.output_names = output_names
+        self.device = device
+        self.config = config
+
+    def activate(self) -> None:
+        _configure(self.device, self.config)
+        self.module = self.module.to(self.device)
+
+    def input_metadata(self) -> list[TensorMeta]:
+        return [TensorMeta(name, "?", ()) for name in self.input_names]
+
+    def _forward(self, feeds: dict[str, np.ndarray]) -> list:
+        import torch
+
+        with torch.no_grad():
+            return flatten_outputs(self.module(*(from_numpy(feeds[name], self.device) for name in self.input_names)))
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._forward(feeds)
+        names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
+        return {name: to_numpy(tensor) for name, tensor in zip(names, outputs)}
+
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
+        return host_timed(lambda: self._forward(feeds)) if self.device != "cuda" else _cuda_timed(lambda: self._forward(feeds))
+
+    def deactivate(self) -> None:
+        pass
+
+
 class TorchCpuBackend(Backend):
     name = "torch-cpu"
     description = "PyTorch eager conv_transposeNd on CPU"
-    device = "cpu"
     extra = "torch"
-    needs_spec = True
+    capabilities = Capabilities(device="cpu", loads_onnx=False, loads_spec=True, loads_torch_module=True)
 
     def probe(self) -> Availability:
         try:
@@ -140,7 +198,7 @@ class TorchCpuBackend(Backend):
             return Availability(False, None, str(error))
         return Availability(True, torch.__version__)
 
-    def accumulation(self, dtype: str) -> tuple[Accumulation, ...]:
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
         # Measured on torch 2.13 (tests/test_accumulation.py): for float16/bfloat16 torch takes
         # oneDNN where the CPU has native support (AVX512-FP16 / AMX, AVX512-BF16), which sums in
         # float32 and rounds once; elsewhere (and whenever output_padding >= stride) its native
@@ -148,25 +206,28 @@ class TorchCpuBackend(Backend):
         # bias in float16/bfloat16.  Which path runs depends on the machine: the bound takes both.
         if dtype in ("float16", "bfloat16"):
             return (OneSum("float32"), TapSums("float32", dtype))
-        return super().accumulation(dtype)
+        return super().accumulation(dtype, config)
 
-    def unsupported_reason(self, spec: ConvTransposeSpec) -> str | None:
-        if spec.expect == "reject":
+    def spec_limits(self, case: Case) -> str | None:
+        if case.spec.expect == "reject":
             return None  # torch must get the chance to refuse it
-        padding = torch_padding(spec)
+        padding = torch_padding(case.spec)
         return padding if isinstance(padding, str) else None
 
-    def runner(self, case: Case, threads: int | None = None) -> TorchRunner:
-        return TorchRunner(case, self.device, threads, allow_tf32=False)
+    def load(self, case: Case, config: BuildConfig) -> TorchRunner | TorchModuleRunner:
+        if case.module is not None:
+            return TorchModuleRunner(case.module, list(case.feeds), case.output_names, self.device, config)
+        return TorchRunner(case, self.device, config)
 
 
 class TorchCudaBackend(TorchCpuBackend):
-    """cuDNN through PyTorch, timed with CUDA events.  TF32 is off for conformance (float32 is
-    judged as float32); `precision="tf32"` (`--precision tf32`) allows it and widens the bound."""
+    """cuDNN through PyTorch, timed with CUDA events.  TF32 is off unless the build precision is
+    tf32 (float32 is judged as float32); tf32 allows it and widens the bound."""
 
     name = "torch-cuda"
     description = "PyTorch eager conv_transposeNd on CUDA (cuDNN)"
-    device = "cuda"
+    capabilities = Capabilities(device="cuda", loads_onnx=False, loads_spec=True, loads_torch_module=True,
+                                precisions=("fp32", "tf32"))
 
     def probe(self) -> Availability:
         available = super().probe()
@@ -178,11 +239,8 @@ class TorchCudaBackend(TorchCpuBackend):
             return Availability(False, torch.__version__, f"torch {torch.__version__} sees no CUDA device")
         return Availability(True, f"{torch.__version__} (CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)})")
 
-    def accumulation(self, dtype: str) -> tuple[Accumulation, ...]:
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
         # cuDNN's float16 order has not been measured on a GPU yet: the float32 default stands.
-        if dtype == "float32" and self.precision == "tf32":
-            return (OneSum("tfloat32"),)
-        return Backend.accumulation(self, dtype)
-
-    def runner(self, case: Case, threads: int | None = None) -> TorchRunner:
-        return TorchRunner(case, self.device, threads, allow_tf32=self.precision == "tf32")
+        if dtype == "float32" and config.precision == "tf32":
+            return (OneSum("float32", operands="tfloat32"),)
+        return Backend.accumulation(self, dtype, config)

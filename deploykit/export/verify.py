@@ -14,11 +14,14 @@ import numpy as np
 import onnx
 
 from deploykit import backends as registry
+from deploykit.backends.base import BuildConfig
+from deploykit.backends.torch_backend import flatten_outputs, to_numpy
+from deploykit.bound import UNIT_ROUNDOFF
 from deploykit.errors import UsageError, lazy_import
-from deploykit.execute import one_line
+from deploykit.execute import one_line, run_backend
+from deploykit.metrics import error_figures
+from deploykit.onnxgen import Case
 from deploykit.onnxread import graph_inputs
-
-ONNX_FILE_BACKENDS = ("ort-cpu", "ort-cuda", "onnx-reference")
 
 
 @dataclass
@@ -34,17 +37,6 @@ class OutputCheck:
     input_shapes: list[list[int]] | None = None
 
 
-def _flatten(value) -> list:
-    """Outputs in the order the exporters flatten them (tuples, lists, dict values)."""
-    if isinstance(value, dict):
-        return [item for part in value.values() for item in _flatten(part)]
-    if isinstance(value, (tuple, list)):
-        return [item for part in value for item in _flatten(part)]
-    if not hasattr(value, "detach"):
-        raise UsageError(f"the module returns a {type(value).__name__}; deploykit verifies tensor outputs only")
-    return [value]
-
-
 def float64_outputs(module, inputs: tuple) -> list[np.ndarray]:
     """The module in float64: every floating parameter and buffer upcast (exact), floating inputs too.
 
@@ -58,9 +50,13 @@ def float64_outputs(module, inputs: tuple) -> list[np.ndarray]:
     try:
         with torch.no_grad():
             upcast = tuple(t.double() if t.is_floating_point() else t for t in inputs)
-            return [t.detach().numpy() for t in _flatten(torch.func.functional_call(module, state, upcast))]
+            outputs = torch.func.functional_call(module, state, upcast)
     finally:
         torch.set_default_dtype(previous)
+    try:
+        return [t.detach().numpy() for t in flatten_outputs(outputs)]
+    except TypeError as error:
+        raise UsageError(str(error)) from None
 
 
 def _compare(backend: str, name: str, actual: np.ndarray, reference: np.ndarray, rtol: float, atol: float) -> OutputCheck:
@@ -68,39 +64,30 @@ def _compare(backend: str, name: str, actual: np.ndarray, reference: np.ndarray,
     if actual.shape != reference.shape:
         check.verdict, check.reason = "shape-mismatch", f"shape {list(actual.shape)}, torch gives {list(reference.shape)}"
         return check
-    y = actual.astype(np.float64)
-    if not np.isfinite(y).all():
-        check.verdict, check.reason = "nonfinite", f"{int((~np.isfinite(y)).sum())} NaN/Inf outputs"
+    if not np.isfinite(actual.astype(np.float64)).all():
+        check.verdict, check.reason = "nonfinite", f"{int((~np.isfinite(actual.astype(np.float64))).sum())} NaN/Inf outputs"
         return check
-    diff = np.abs(y - reference)
+    dtype = actual.dtype.name if actual.dtype.name in UNIT_ROUNDOFF else "float32"
+    figures = error_figures(actual, reference, dtype)
+    check.max_abs_err, check.max_rel_err, check.rel_l2_err = figures.max_abs_err, figures.max_rel_err, figures.rel_l2_err
     scale = float(np.abs(reference).max()) if reference.size else 0.0
-    check.max_abs_err = float(diff.max()) if diff.size else 0.0
-    check.max_rel_err = float((diff / np.maximum(np.abs(reference), 1e-6 * max(scale, 1e-30))).max()) if diff.size else 0.0
-    norm = float(np.linalg.norm(reference))
-    check.rel_l2_err = float(np.linalg.norm(y - reference) / norm) if norm else 0.0
-    limit = rtol * scale + atol
-    if check.max_abs_err > limit:
+    if check.max_abs_err > rtol * scale + atol:
         check.verdict = "drift"
         check.reason = f"max abs error {check.max_abs_err:.3g} > rtol {rtol:g} x max|ref| {scale:.3g} + atol {atol:g}"
     return check
 
 
-def _backend_outputs(backend: str, module, inputs: tuple, model: onnx.ModelProto) -> list[np.ndarray] | OutputCheck:
-    """One backend's outputs, or the row that says why it has none."""
-    torch = lazy_import("torch", "torch", "torch")
-    try:
-        if backend == "torch-cpu":
-            with torch.no_grad():
-                return [t.detach().numpy() for t in _flatten(module(*inputs))]
-        if backend not in ONNX_FILE_BACKENDS:
-            return OutputCheck(backend, "*", "unsupported", f"{backend} verifies single layers only")
-        status = registry.get(backend).probe()
-        if not status.available:
-            return OutputCheck(backend, "*", "unavailable", status.reason)
-        feeds = {gi.name: t.detach().numpy() for gi, t in zip(graph_inputs(model), inputs)}
-        return _run_onnx(backend, model, feeds)
-    except Exception as error:  # noqa: BLE001 - a refusal is the finding
-        return OutputCheck(backend, "*", "rejected", one_line(error))
+def _backend_outputs(name: str, case: Case) -> list[np.ndarray] | OutputCheck:
+    """One backend's outputs on the whole model (the file, or the torch module for backends that
+    run modules), in graph order; or the row that says why it has none."""
+    backend = registry.get(name)
+    outcome = run_backend(backend, backend.probe(), case, BuildConfig())
+    if outcome.status != "ok":
+        reason = outcome.reason
+        if outcome.status == "unsupported" and case.spec is None and not backend.capabilities.loads_onnx:
+            reason = f"{name} verifies single layers only"
+        return OutputCheck(name, "*", outcome.status, reason)
+    return list(outcome.outputs.values())
 
 
 def verify_outputs(module, inputs: tuple, model: onnx.ModelProto, backends: list[str], tolerance: tuple[float, float]) -> list[OutputCheck]:
@@ -113,46 +100,22 @@ def verify_outputs(module, inputs: tuple, model: onnx.ModelProto, backends: list
     except Exception as error:  # noqa: BLE001 - e.g. a forward that casts to float32 itself
         reason = f"torch float64 reference failed: {one_line(error)}"
         return [OutputCheck(b, "*", "unverified", reason, input_shapes=shapes) for b in backends]
+    feeds = {gi.name: to_numpy(t) for gi, t in zip(graph_inputs(model), inputs)}
+    first = next(iter(feeds), "input")
+    case = Case(spec=None, model=model, x=feeds.get(first), w=None, b=None, feeds=feeds, input_name=first, module=module)
     checks: list[OutputCheck] = []
     for backend in backends:
-        actual = _backend_outputs(backend, module, inputs, model)
+        actual = _backend_outputs(backend, case)
         if isinstance(actual, OutputCheck):
             actual.input_shapes = shapes
             checks.append(actual)
             continue
-        names = [o.name for o in model.graph.output] or [f"output_{i}" for i in range(len(actual))]
+        names = case.output_names or [f"output_{i}" for i in range(len(actual))]
         for name, got, ref in zip(names, actual, reference):
             check = _compare(backend, name, np.asarray(got), ref, *tolerance)
             check.input_shapes = shapes
             checks.append(check)
     return checks
-
-
-class _ModelCase:
-    """Just enough of a Case for ONNX-file backends: the model bytes."""
-
-    def __init__(self, model: onnx.ModelProto, feeds: dict) -> None:
-        self.model = model
-        self.feeds = feeds
-        self.spec = None
-
-    @property
-    def model_bytes(self) -> bytes:
-        return self.model.SerializeToString()
-
-
-def _run_onnx(backend: str, model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
-    """All outputs of an ONNX-file backend on the whole model."""
-    if backend == "onnx-reference":
-        from onnx.reference import ReferenceEvaluator
-
-        return [np.asarray(y) for y in ReferenceEvaluator(model).run(None, feeds)]
-    runner = registry.get(backend).runner(_ModelCase(model, feeds))
-    runner.activate()
-    try:
-        return list(runner.session.run(None, feeds, runner.run_options))
-    finally:
-        runner.deactivate()
 
 
 def check_dynamic_axes(inputs: tuple, axes: dict[int, str]) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from deploykit.execute import Result
+from deploykit.result import Result
 from deploykit.report.cells import fmt
 
 
@@ -42,7 +42,7 @@ def latency_summary(results: list[Result], console: Console, slowest: int = 3) -
     by_backend: dict[str, list[Result]] = defaultdict(list)
     by_config: dict[str, list[Result]] = defaultdict(list)
     for r in timed:
-        by_backend[r.backend].append(r)
+        by_backend[r.backend_label].append(r)
         by_config[r.config_id].append(r)
     ratios: dict[str, list[float]] = defaultdict(list)
     wins: dict[str, int] = defaultdict(int)
@@ -51,8 +51,8 @@ def latency_summary(results: list[Result], console: Console, slowest: int = 3) -
             continue
         fastest = min(r.latency_median_ms for r in rows)
         for r in rows:
-            ratios[r.backend].append(r.latency_median_ms / fastest)
-            wins[r.backend] += r.latency_median_ms == fastest
+            ratios[r.backend_label].append(r.latency_median_ms / fastest)
+            wins[r.backend_label] += r.latency_median_ms == fastest
     speed = Table(title="Speed relative to the fastest backend on the same config (geometric mean; 1.0 = fastest)", title_justify="left")
     for column in ("backend", "configs timed", "x fastest", "fastest on", "noisy (CV > 2.5%)"):
         speed.add_column(column, justify="left" if column == "backend" else "right")

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deploykit import divergences
-from deploykit.execute import Result
+from deploykit.result import Result
 from deploykit.metrics import VERDICTS
 from deploykit.report.cells import fmt
 from deploykit.report.latency import latency_summary
@@ -22,7 +22,7 @@ from deploykit.store import Run
 
 #: Keys every JSON record carries first (the documented contract); the rest follow.
 JSON_KEYS = (
-    "config_id", "label", "backend", "dtype", "verdict", "reason", "max_abs_err", "max_rel_err",
+    "config_id", "label", "backend", "precision", "dtype", "verdict", "reason", "max_abs_err", "max_rel_err",
     "rel_l2_err", "max_ulp_err", "bound_ratio", "accumulation", "float32_sum_ratio", "expected_shape", "actual_shape",
     "onnx_inferred_shape", "known_divergence", "expect", "backend_version", "duration_ms",
     "latency_median_ms", "latency_p99_ms", "latency_cv", "gflops", "setup_ms", "spec",
@@ -101,7 +101,7 @@ def narrow_accumulation(results: Iterable[Result]) -> list[str]:
     groups: dict[tuple[str, str], list[Result]] = defaultdict(list)
     for r in results:
         if r.float32_sum_ratio is not None:
-            groups[(r.backend, r.dtype)].append(r)
+            groups[(r.backend_label, r.dtype)].append(r)
     lines = []
     for (backend, dtype), rows in sorted(groups.items()):
         beyond = [r.float32_sum_ratio for r in rows if r.float32_sum_ratio > 1]
@@ -127,9 +127,9 @@ def summary(results: list[Result], console: Console, worst: int = 5, run: Run | 
     counts: dict[str, Counter] = defaultdict(Counter)
     known_counts: dict[str, int] = Counter()
     for r in results:
-        counts[r.backend][r.verdict] += 1
+        counts[r.backend_label][r.verdict] += 1
         if r.known_divergence:
-            known_counts[r.backend] += 1
+            known_counts[r.backend_label] += 1
     table = Table(title="Verdicts per backend", title_justify="left")
     table.add_column("backend")
     for verdict in verdicts:
@@ -147,7 +147,7 @@ def summary(results: list[Result], console: Console, worst: int = 5, run: Run | 
         for column in ("config", "backend", "bound_ratio", "max_abs_err", "max_rel_err", "max_ulp"):
             drift.add_column(column, justify="left" if column in ("config", "backend") else "right")
         for r in measured:
-            drift.add_row(r.label, r.backend, fmt(r.bound_ratio), fmt(r.max_abs_err), fmt(r.max_rel_err), str(r.max_ulp_err))
+            drift.add_row(r.label, r.backend_label, fmt(r.bound_ratio), fmt(r.max_abs_err), fmt(r.max_rel_err), str(r.max_ulp_err))
         console.print(drift)
     narrow = narrow_accumulation(results)
     if narrow:
@@ -160,8 +160,8 @@ def summary(results: list[Result], console: Console, worst: int = 5, run: Run | 
         rows = Table(title="Every non-pass result", title_justify="left")
         for column in ("config", "backend", "verdict", "reason", "known"):
             rows.add_column(column, overflow="fold")
-        for r in sorted(findings, key=lambda r: (r.verdict, r.label, r.backend)):
-            rows.add_row(r.label, r.backend, r.verdict, Text(r.reason), r.known_divergence or "")
+        for r in sorted(findings, key=lambda r: (r.verdict, r.label, r.backend_label)):
+            rows.add_row(r.label, r.backend_label, r.verdict, Text(r.reason), r.known_divergence or "")
         console.print(rows)
         seen_known = [r.known_divergence for r in findings if r.known_divergence]
         if seen_known:
@@ -184,13 +184,13 @@ def to_markdown(results: list[Result], run: Run | None = None) -> str:
     notice = incomplete_notice(run, results) if run is not None else None
     lines = [f"**{notice}**", ""] if notice else []
     lines += [
-        "| config | id | backend | verdict | bound_ratio | max_abs_err | reason | known |",
-        "|---|---|---|---|---:|---:|---|---|",
+        "| config | id | backend | precision | verdict | bound_ratio | max_abs_err | reason | known |",
+        "|---|---|---|---|---|---:|---:|---|---|",
     ]
     for r in results:
         reason = r.reason.replace("|", "\\|")
         lines.append(
-            f"| {r.label} | {r.config_id} | {r.backend} | {r.verdict} | {fmt(r.bound_ratio)} | {fmt(r.max_abs_err)}"
+            f"| {r.label} | {r.config_id} | {r.backend} | {r.precision} | {r.verdict} | {fmt(r.bound_ratio)} | {fmt(r.max_abs_err)}"
             f" | {reason} | {_known_text(r.known_divergence, known_table)} |"
         )
     return "\n".join(lines) + "\n"
