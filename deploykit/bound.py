@@ -6,34 +6,42 @@ whatever the dtype or size and anything above it is a real defect rather than no
 are measured, not assumed: tests/test_accumulation.py emulates each backend's order bit for bit
 on kernel > stride configs and shows its bound holds with a ratio that is not vacuous.
 
-Two models cover the CPU runtimes measured so far (Higham, "Accuracy and Stability of Numerical
-Algorithms", 2nd ed., sections 3.1 and 4.2; gamma_k(u) = k u / (1 - k u)):
+Notation (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., sections 3.1 and
+4.2; gamma_k(u) = k u / (1 - k u)), per output element: A = |W| (*) |X| (the products'
+magnitude), B = |bias|, R = |ref|, S = |ref - bias| (the products' sum), T = sum over kernel taps
+of |tap sum| (`reference.tap_magnitude`), n = taps that reach the element, K = C/group *
+prod(kernel) products, eta = smallest subnormal, added once per rounding so results that
+underflow are never flagged.
 
-- `OneSum(p)`: all K = C/group * prod(kernel) products and the bias summed in precision p in any
-  order, then rounded once to the output dtype (ORT's MLAS, oneDNN):
-      |y - ref| <= gamma_K(u_p) (|W| (*) |X| + |B|) (1 + u_out) + u_out |ref| + eta_out
-- `TapSums(p, t)`: GEMM + col2im in a narrow type (torch's native CPU kernels, onnx.reference).
-  Each kernel tap's C/group products are summed in p and rounded to t; col2im adds the n taps
-  that reach an output one by one in t starting from zero; then the bias is added in t.  With
-  A = |W| (*) |X| and T = sum over taps of |tap sum| (`reference.tap_magnitude`):
-      S = gamma_{C/g}(u_p)(1 + u_t)(1 + gamma_{n-1}(u_t)) A + (u_t + gamma_{n-1}(u_t)(1 + u_t)) T
-      with a bias:  (1 + u_t) S + u_t |ref|
-  (per tap: the GEMM error plus one rounding; then recursive summation of n rounded terms; then
-  one rounding of the bias addition).
+- `OneSum(p)`: all K products and the bias summed in p in any order, rounded once to the dtype
+  (ORT's MLAS, oneDNN, OpenVINO):  gamma_{K+1}(u_p)(A + B)(1 + u) + u R.
+- `SumThenBias(p, t)`: the products summed in p and rounded to t, then the bias added in t
+  (OpenVINO when the bias is a graph input: a separate Add):
+      E = gamma_K(u_p) A;   ((1 + u_t) E + u_t S)(1 + u_t) + u_t R.
+- `TapSums(p, t)`: GEMM + col2im in a narrow type t: each tap's C/group products summed in p and
+  rounded to t; the n taps added one by one in t from zero; then the bias (torch's native CPU
+  kernels, onnx.reference):
+      S' = gamma_{C/g}(u_p)(1 + u_t)(1 + gamma_{n-1}(u_t)) A + (u_t + gamma_{n-1}(u_t)(1 + u_t)) T
+      with a bias: (1 + u_t) S' + u_t R.
+  With `bias_first` the bias starts the sum instead (tract): E = gamma_{C/g}(u_p)(1 + u_t) A + u_t T,
+      (1 + gamma_m(u_t)) E + gamma_m(u_t)(B + T), m = n with a bias, n - 1 without.
+- `operands=i` on any model: X, W and B are first rounded to i (a float32 model built in float16,
+  TF32 tensor cores).  The model's bound is taken on the rounded problem, whose magnitudes grow
+  to A(1 + gamma_2), B(1 + u_i), T + gamma_2 A, R and S + gamma_2 A, and the rounding of the
+  problem itself, gamma_2(u_i) A + u_i B, is added.
+- A result rounded to an intermediate precision (`result`, or a narrow `taps`/`bias_in`) and then
+  converted to the dtype rounds once more: (1 + u) bound + u R each time.
 
-eta is the smallest subnormal of the dtype that rounds, added once per rounding, so results that
-underflow are never flagged (eta/2 is not representable in float64, and a zero bound would hide
-errors).  A backend whose path depends on the machine (torch uses oneDNN on CPUs with
-AVX512-FP16 and its native kernels elsewhere) declares both models: the bound is their
-elementwise maximum.
+A backend whose path depends on the machine (torch uses oneDNN on CPUs with AVX512-FP16 and its
+native kernels elsewhere) declares several models: the bound is their elementwise maximum.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence, Union
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import ml_dtypes
 import numpy as np
@@ -55,14 +63,17 @@ UNIT_ROUNDOFF: dict[str, float] = {
 NARROW_SUMS = ("float16", "bfloat16")
 
 
+def _operands(operands: str | None) -> str:
+    return f" of {operands} operands" if operands else ""
+
+
 @dataclass(frozen=True)
 class OneSum:
     """Every product and the bias summed in `precision` (any order), rounded once to the output dtype.
 
-    `operands`: inputs, weights and bias are first rounded to this precision (TF32 tensor cores
-    round to `tfloat32`; a reduced build precision to float16 or bfloat16), which costs
-    gamma_2(u) per product.  `result`: the sum is rounded to this precision before it is converted
-    to the output dtype (a float32 model run in float16 returns float16 numbers).
+    `operands`: inputs, weights and bias are first rounded to this precision (`tfloat32` on TF32
+    tensor cores; float16 or bfloat16 for a reduced build precision).  `result`: the sum is
+    rounded to this precision before it is converted to the output dtype.
     """
 
     precision: str
@@ -70,10 +81,7 @@ class OneSum:
     result: str | None = None
 
     def describe(self) -> str:
-        text = f"one {self.precision} sum"
-        if self.operands:
-            text += f" of {self.operands} operands"
-        return text + (f", rounded to {self.result}" if self.result else "")
+        return f"one {self.precision} sum{_operands(self.operands)}" + (f", rounded to {self.result}" if self.result else "")
 
     @property
     def sums_below_float32(self) -> bool:
@@ -81,21 +89,41 @@ class OneSum:
 
 
 @dataclass(frozen=True)
+class SumThenBias:
+    """The products summed in `precision` and rounded to `bias_in`; then the bias added in `bias_in`."""
+
+    precision: str
+    bias_in: str
+    operands: str | None = None
+
+    def describe(self) -> str:
+        return f"one {self.precision} sum{_operands(self.operands)}, rounded to {self.bias_in}, bias added in {self.bias_in}"
+
+    @property
+    def sums_below_float32(self) -> bool:
+        return self.bias_in in NARROW_SUMS
+
+
+@dataclass(frozen=True)
 class TapSums:
-    """Per-tap GEMM sums in `products`, rounded to `taps`; taps then bias added one by one in `taps`."""
+    """Per-tap GEMM sums in `products`, rounded to `taps`; taps (and the bias, last or first)
+    added one by one in `taps`."""
 
     products: str
     taps: str
+    bias_first: bool = False
+    operands: str | None = None
 
     def describe(self) -> str:
-        return f"{self.products} sum per kernel tap, taps summed in {self.taps}"
+        bias = "bias first" if self.bias_first else "then the bias"
+        return f"{self.products} sum per kernel tap{_operands(self.operands)}, taps summed in {self.taps}, {bias}"
 
     @property
     def sums_below_float32(self) -> bool:
         return self.taps in NARROW_SUMS
 
 
-Accumulation = Union[OneSum, TapSums]
+Accumulation = Union[OneSum, SumThenBias, TapSums]
 
 
 def describe(models: Sequence[Accumulation]) -> str:
@@ -123,50 +151,97 @@ def _gamma_array(k: np.ndarray, u: float) -> np.ndarray:
         return np.where(ku < 1, ku / (1 - ku), np.inf)
 
 
+@dataclass(frozen=True)
+class Magnitudes:
+    """The per-element magnitudes a bound is built from (see the module docstring)."""
+
+    A: np.ndarray
+    B: np.ndarray | float
+    R: np.ndarray
+    S: Callable[[], np.ndarray]
+    T: Callable[[], np.ndarray]
+    n: Callable[[], np.ndarray]
+
+    @classmethod
+    def of(cls, exact: "ExactAnswer") -> "Magnitudes":
+        bias = exact.bias_magnitude
+        reference = np.abs(exact.output)
+        # |ref - b| from the float64 answer, widened by its own float64 rounding.
+        products = lambda: np.abs(exact.output - exact.signed_bias) + 2.0**-52 * (reference + bias)  # noqa: E731
+        return cls(exact.product_magnitude, bias, reference, products, lambda: exact.tap_magnitude, lambda: exact.tap_count)
+
+    def rounded_operands(self, u: float) -> tuple["Magnitudes", np.ndarray]:
+        """The same problem after X, W and B are rounded to unit roundoff u, and that rounding's error."""
+        g = gamma(2, u)
+        grown = replace(
+            self,
+            A=(1 + g) * self.A,
+            B=(1 + u) * self.B,
+            R=self.R + g * self.A + u * self.B,
+            S=lambda: self.S() + g * self.A,
+            T=lambda: self.T() + g * self.A,
+        )
+        return grown, g * self.A + u * self.B
+
+
 def error_bound(spec: ConvTransposeSpec, exact: "ExactAnswer", models: Sequence[Accumulation]) -> np.ndarray:
     """Per-element bound on |y - ref|: the largest over the summation models the backend may use."""
     if not models:
         raise ValueError("a backend must declare at least one accumulation model")
-    bounds = [_tap_sums_bound(spec, exact, m) if isinstance(m, TapSums) else _one_sum_bound(spec, exact, m) for m in models]
-    return functools.reduce(np.maximum, bounds)
+    magnitudes = Magnitudes.of(exact)
+    return functools.reduce(np.maximum, [model_bound(spec, magnitudes, m) for m in models])
 
 
-def _final_roundings(bound: np.ndarray, exact: "ExactAnswer", precisions: list[str]) -> np.ndarray:
+def model_bound(spec: ConvTransposeSpec, m: Magnitudes, model: Accumulation) -> np.ndarray:
+    """One model's bound; operand rounding wraps whichever order the model sums in."""
+    problem = np.zeros(())
+    if model.operands:
+        m, problem = m.rounded_operands(UNIT_ROUNDOFF[model.operands])
+    bounds = {OneSum: _one_sum_bound, SumThenBias: _sum_then_bias_bound, TapSums: _tap_sums_bound}
+    return bounds[type(model)](spec, m, model) + problem
+
+
+def _roundings(bound: np.ndarray, m: Magnitudes, precisions: list[str]) -> np.ndarray:
     """Each rounding of the result (to an intermediate precision, then to the output dtype) adds
-    u * |result|, with |result| <= |ref| + the error so far."""
+    u * |result|, with |result| <= |ref| + the error so far, and one subnormal."""
     for precision in precisions:
         u = UNIT_ROUNDOFF[precision]
-        bound = (1 + u) * bound + u * np.abs(exact.output)
+        bound = (1 + u) * bound + u * m.R + smallest_subnormal(precision)
     return bound
 
 
-def _roundings(spec: ConvTransposeSpec, last: str | None) -> list[str]:
+def _then_dtype(spec: ConvTransposeSpec, last: str | None) -> list[str]:
+    """The output dtype's rounding, after `last` where the result was first rounded to it."""
     return [last, spec.dtype] if last and last != spec.dtype else [spec.dtype]
 
 
-def _one_sum_bound(spec: ConvTransposeSpec, exact: "ExactAnswer", model: OneSum) -> np.ndarray:
+def _one_sum_bound(spec: ConvTransposeSpec, m: Magnitudes, model: OneSum) -> np.ndarray:
     terms = spec.products_per_output + (1 if spec.bias else 0)
-    relative = gamma(terms, UNIT_ROUNDOFF[model.precision])
-    if model.operands:  # both factors of each product rounded: gamma_2; the bias rounded: u <= gamma_2
-        rounded = gamma(2, UNIT_ROUNDOFF[model.operands])
-        relative = rounded + relative * (1 + rounded)
-    roundings = _roundings(spec, model.result)
-    subnormal = max(smallest_subnormal(p) for p in roundings)
-    return _final_roundings(relative * exact.magnitude, exact, roundings) + len(roundings) * subnormal
+    summed = gamma(terms, UNIT_ROUNDOFF[model.precision]) * (m.A + m.B)
+    return _roundings(summed, m, _then_dtype(spec, model.result))
 
 
-def _tap_sums_bound(spec: ConvTransposeSpec, exact: "ExactAnswer", model: TapSums) -> np.ndarray:
+def _sum_then_bias_bound(spec: ConvTransposeSpec, m: Magnitudes, model: SumThenBias) -> np.ndarray:
+    if not spec.bias:
+        return _one_sum_bound(spec, m, OneSum(model.precision, result=model.bias_in))
+    u_t = UNIT_ROUNDOFF[model.bias_in]
+    summed = gamma(spec.products_per_output, UNIT_ROUNDOFF[model.precision]) * m.A
+    rounded = (1 + u_t) * summed + u_t * m.S() + smallest_subnormal(model.bias_in)  # the products' sum, in t
+    return _roundings(rounded, m, _then_dtype(spec, model.bias_in))  # + bias in t, then to the dtype
+
+
+def _tap_sums_bound(spec: ConvTransposeSpec, m: Magnitudes, model: TapSums) -> np.ndarray:
     u_t = UNIT_ROUNDOFF[model.taps]
-    taps = exact.tap_count
+    taps = m.n()
     per_tap = gamma(spec.in_channels // spec.group, UNIT_ROUNDOFF[model.products])
+    subnormals = (taps + 1) * smallest_subnormal(model.taps)
+    if model.bias_first:
+        additions = _gamma_array(taps if spec.bias else taps - 1, u_t)
+        rounded_taps = per_tap * (1 + u_t) * m.A + u_t * m.T()
+        bound = (1 + additions) * rounded_taps + additions * (m.B + m.T()) + subnormals
+        return _roundings(bound, m, [spec.dtype]) if model.taps != spec.dtype else bound
     between_taps = _gamma_array(taps - 1, u_t)
-    bound = (
-        per_tap * (1 + u_t) * (1 + between_taps) * exact.product_magnitude
-        + (u_t + between_taps * (1 + u_t)) * exact.tap_magnitude
-    )
+    bound = per_tap * (1 + u_t) * (1 + between_taps) * m.A + (u_t + between_taps * (1 + u_t)) * m.T() + subnormals
     if spec.bias:  # the bias is added in the taps' precision: one more rounding
-        bound = _final_roundings(bound, exact, [model.taps])
-    if model.taps != spec.dtype:  # a final conversion to the output dtype rounds once more
-        bound = _final_roundings(bound, exact, [spec.dtype])
-    roundings = taps + 3  # one per tap, the bias, the conversion
-    return bound + roundings * max(smallest_subnormal(model.taps), smallest_subnormal(spec.dtype))
+        bound = _roundings(bound, m, [model.taps])
+    return _roundings(bound, m, [spec.dtype]) if model.taps != spec.dtype else bound

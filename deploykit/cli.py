@@ -371,7 +371,7 @@ def profile_command(
 @click.option("--dynamic-axis", "dynamic_axes", multiple=True, help="AXIS=NAME, a named dynamic axis on every input (repeatable)")
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="[default: torch's current default]")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--verify-backends", default=",".join(("ort-cpu", "torch-cpu")), show_default=True, help="comma-separated")
+@click.option("--verify-backends", default=None, help="comma-separated [default: every deployment runtime available on the CPU]")
 @click.option("--rtol", type=float, default=None, help="whole-model tolerance override")
 @click.option("--atol", type=float, default=None, help="whole-model tolerance override")
 @click.option("--engine", type=click.Path(path_type=Path), default=None, help="also build a TensorRT engine here")
@@ -385,7 +385,7 @@ def export_command(
     dynamic_axes: tuple[str, ...],
     exporter: str | None,
     dtype: str,
-    verify_backends: str,
+    verify_backends: str | None,
     rtol: float | None,
     atol: float | None,
     engine: Path | None,
@@ -395,7 +395,7 @@ def export_command(
     from deploykit import backends as registry
     from deploykit import engines
     from deploykit.errors import lazy_import
-    from deploykit.export.exporter import ExportFailed, ExportOptions, run_export
+    from deploykit.export.exporter import ExportFailed, ExportOptions, default_verify_backends, run_export
     from deploykit.export.target import resolve
     from deploykit.report.export import export_summary
 
@@ -404,7 +404,7 @@ def export_command(
         reason = engines.availability()
         if reason:
             raise UsageError(f"--engine: cannot build a TensorRT engine here: {reason}")
-    backends = registry.parse(verify_backends)
+    backends = registry.parse(verify_backends) if verify_backends is not None else default_verify_backends()
     axes = {0: "batch"} if dynamic_batch else {}
     for text in dynamic_axes:
         axis, sep, name = text.partition("=")

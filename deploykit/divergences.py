@@ -66,7 +66,10 @@ class Divergence:
     hazard: Annotated[Text, known_name("hazard", HAZARDS)]
     verdicts: Annotated[tuple[Annotated[Text, known_name("verdict", EXPLAINABLE)], ...], Field(min_length=1)]
     reason: Text
-    upstream: Text = ""  # may be left out for a divergence not yet filed
+    #: the upstream report (a URL), or "not yet reported" with a `repro`
+    upstream: Text = ""
+    #: a standalone script (numpy, onnx and the runtime only) that shows it in seconds
+    repro: Text = ""
     #: build precisions it is seen at; empty: every precision
     precisions: tuple[Annotated[Text, known_name("precision", PRECISIONS)], ...] = ()
     #: the backend versions it is seen in, as a PEP 440 specifier; empty: every version

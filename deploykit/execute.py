@@ -22,6 +22,7 @@ from deploykit import backends as registry
 from deploykit import divergences
 from deploykit.backends.base import Availability, Backend, BuildConfig
 from deploykit.bound import describe
+from deploykit.isolation import isolated, run_isolated
 from deploykit.metrics import Tolerance, judge_output
 from deploykit.onnxgen import Case, build_case, inferred_output_shape
 from deploykit.reference import ExactAnswer
@@ -46,7 +47,7 @@ def one_line(error: BaseException, limit: int = 240) -> str:
 class Outcome:
     """What one backend did with one case under one build config (no verdict on the numbers yet)."""
 
-    status: str  # ok | unavailable | unsupported | rejected
+    status: str  # ok | unavailable | unsupported | rejected | crash
     reason: str = ""
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     setup_ms: float | None = None  # activate(): session or engine creation
@@ -90,6 +91,12 @@ def run_backend(
     skipped = skip_reason(backend, availability, case, config)
     if skipped:
         return Outcome(*skipped)
+    if backend.capabilities.aborts_process and not isolated():
+        phase("backend")
+        try:
+            return run_isolated(backend.name, availability, case, config, timing)
+        finally:
+            phase("judging")
     outcome = Outcome("rejected")
     phase("backend")
     started = time.perf_counter()
@@ -142,6 +149,10 @@ class Executor:
         self._backends: dict[str, tuple[Backend, Availability]] = {}
         self._cases: OrderedDict[str, Prepared] = OrderedDict()
         self._cache_size = cache_size
+
+    def loaded(self) -> list[str]:
+        """The backends this executor has loaded and probed."""
+        return list(self._backends)
 
     def backend(self, name: str) -> tuple[Backend, Availability]:
         if name not in self._backends:

@@ -22,14 +22,18 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Callable, Iterable
 
+from deploykit import divergences
 from deploykit.errors import RunAborted
 from deploykit.execute import Executor, one_line
+from deploykit.isolation import ISOLATED, last_message
 from deploykit.result import Result
 from deploykit.metrics import Tolerance
 from deploykit.spec import ConvTransposeSpec
@@ -83,10 +87,14 @@ def _send(conn: Connection, message) -> bool:
     return True
 
 
-def _worker_main(conn: Connection, options: WorkerOptions) -> None:
+def _worker_main(conn: Connection, options: WorkerOptions, stderr_path: str) -> None:
     """Worker loop: receive (spec dict, backend), answer each (PHASE, name) then (RESULT, dict); None stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _die_with_parent()
+    # A runtime's own output (a Rust panic, C++ logs) goes to a file the parent reads when the
+    # worker dies, so the crash verdict can say why, and the user's terminal stays one line per problem.
+    os.dup2(os.open(stderr_path, os.O_WRONLY | os.O_APPEND), 2)
+    os.environ[ISOLATED] = "1"  # an aborting runtime costs this worker's task: no child needed
     if options.threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
     executor = Executor(tolerance=options.tolerance, threads=options.threads, latency=options.latency)
@@ -95,7 +103,8 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
             executor.backend(name)
         except Exception:  # noqa: BLE001 - the task itself will report the problem
             pass
-    if not _send(conn, READY):
+    versions = {name: executor.backend(name)[1].version for name in options.preload if name in executor.loaded()}
+    if not _send(conn, (READY, versions)):
         return
     while True:
         try:
@@ -119,7 +128,9 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
 class _Worker:
     def __init__(self, context: mp.context.BaseContext, options: WorkerOptions) -> None:
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, options), daemon=True)
+        handle, self.stderr_path = tempfile.mkstemp(prefix="deploykit-worker-", suffix=".log")
+        os.close(handle)
+        self.process = context.Process(target=_worker_main, args=(child, options, self.stderr_path), daemon=True)
         self.process.start()
         child.close()
         self.task: Task | None = None
@@ -137,14 +148,21 @@ class _Worker:
         self.conn.send((task.spec.to_dict(), task.backend, task.precision))
 
     def death_reason(self) -> str:
+        """How the worker died, with the runtime's last words (a panic's location and message)."""
         self.process.join(timeout=5)
         code = self.process.exitcode
         if code is not None and code < 0:
             try:
-                return f"worker killed by {signal.Signals(-code).name}"
+                reason = f"worker killed by {signal.Signals(-code).name}"
             except ValueError:
-                return f"worker killed by signal {-code}"
-        return f"worker exited with code {code}"
+                reason = f"worker killed by signal {-code}"
+        else:
+            reason = f"worker exited with code {code}"
+        try:
+            words = last_message(Path(self.stderr_path).read_bytes()[-65536:])
+        except OSError:
+            words = ""
+        return f"{reason}: {one_line(RuntimeError(words))}" if words else reason
 
     def stop(self) -> None:
         _send(self.conn, None)
@@ -156,11 +174,18 @@ class _Worker:
             self.process.kill()
             self.process.join(timeout=5)
         self.conn.close()
+        Path(self.stderr_path).unlink(missing_ok=True)
 
 
-def _failure(task: Task, verdict: str, reason: str, elapsed: float) -> Result:
+def _failure(task: Task, verdict: str, reason: str, elapsed: float, known: list[divergences.Divergence],
+             version: str | None) -> Result:
+    """A verdict the parent gives (the worker died or overran), matched against the known divergences
+    like any other: a runtime that is known to abort on a config is `crash`, known."""
     result = Result.for_spec(task.spec, task.backend, verdict, reason, task.precision)
     result.duration_ms = elapsed * 1e3
+    result.backend_version = version
+    entry = divergences.match(known, task.spec, task.backend, verdict, task.precision, version)
+    result.known_divergence = entry.id if entry else None
     return result
 
 
@@ -175,7 +200,12 @@ class _Pool:
         self.timeout = timeout
         self.options = options
         self.start_failures = 0
+        self.known = divergences.load()
+        self.versions: dict[str, str | None] = {}  # each backend's version, as the workers probed it
         self.workers = [self._new_worker() for _ in range(max(1, min(jobs, len(self.pending) or 1)))]
+
+    def _failure(self, task: Task, verdict: str, reason: str, elapsed: float) -> Result:
+        return _failure(task, verdict, reason, elapsed, self.known, self.versions.get(task.backend))
 
     def _new_worker(self) -> _Worker:
         return _Worker(self.context, self.options)
@@ -211,7 +241,8 @@ class _Pool:
             self._receive(index, now)
         elif worker.running and now - worker.since > self.timeout:
             task = self._replace(index).task
-            self.on_result(_failure(task, "timeout", f"no answer within {self.timeout:g} s; worker killed", now - worker.since))
+            reason = f"no answer within {self.timeout:g} s; worker killed"
+            self.on_result(self._failure(task, "timeout", reason, now - worker.since))
         elif not worker.running and now - worker.since > OWN_WORK_LIMIT_S:
             self._replace(index)
             raise RunAborted(f"deploykit's own {worker.phase} of {worker.task.spec.label} took over {OWN_WORK_LIMIT_S:g} s")
@@ -221,10 +252,12 @@ class _Pool:
         worker = self.workers[index]
         if worker.conn in ready:
             try:
-                if worker.conn.recv() == READY:
+                kind, versions = worker.conn.recv()
+                if kind == READY:
+                    self.versions.update(versions)
                     worker.ready, self.start_failures = True, 0
                     return
-            except (EOFError, OSError):
+            except (EOFError, OSError, TypeError, ValueError):
                 pass
         elif now - worker.since <= STARTUP_LIMIT_S and worker.process.is_alive():
             return
@@ -256,12 +289,13 @@ class _Pool:
         task = self._replace(index).task
         if not worker.running:
             raise RunAborted(f"the worker died in deploykit's own {worker.phase} of {task.spec.label} ({reason})")
-        if reason.endswith("SIGKILL") and task.attempt == 1:
+        killed = worker.process.exitcode == -signal.SIGKILL
+        if killed and task.attempt == 1:
             self.pending.appendleft(replace(task, attempt=2))  # most likely the OOM killer: try once more
             return
-        if task.attempt > 1:
-            reason += " twice (SIGKILL is what the kernel's out-of-memory killer sends)"
-        self.on_result(_failure(task, "crash", reason, now - worker.since))
+        if killed:
+            reason = reason.replace("SIGKILL", "SIGKILL twice (what the kernel's out-of-memory killer sends)", 1)
+        self.on_result(self._failure(task, "crash", reason, now - worker.since))
 
 
 def run_tasks(

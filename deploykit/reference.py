@@ -189,14 +189,11 @@ class ExactAnswer:
         self.output = run_spec(spec, x, w, b)
         #: |W| (*) |X| without the bias: the products' share of the bound
         self.product_magnitude = magnitude(spec, x, w, None)
+        #: B broadcast over the output (0 without a bias), and |B|
+        self.signed_bias = 0.0 if b is None else np.asarray(b, np.float64).reshape(1, -1, *([1] * spec.rank))
+        self.bias_magnitude = np.abs(self.signed_bias)
         #: |W| (*) |X| + |B|
-        self.magnitude = self.product_magnitude + self._bias_magnitude()
-
-    def _bias_magnitude(self) -> np.ndarray | float:
-        """|B| broadcast over the output (0 without a bias)."""
-        if self._b is None:
-            return 0.0
-        return np.abs(np.asarray(self._b, np.float64)).reshape(1, -1, *([1] * self.spec.rank))
+        self.magnitude = self.product_magnitude + self.bias_magnitude
 
     @functools.cached_property
     def tap_magnitude(self) -> np.ndarray:

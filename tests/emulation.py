@@ -27,10 +27,13 @@ def _tap_products(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray) -> np.n
     return np.matmul(w_groups, x_groups).reshape(batch, groups * per_out, taps, *in_spatial)
 
 
-def _col2im(spec: ConvTransposeSpec, columns: np.ndarray, dtype) -> np.ndarray:
-    """Add the taps one by one, in kernel order, into a zeroed buffer of `dtype`; then crop."""
+def _col2im(spec: ConvTransposeSpec, columns: np.ndarray, dtype, start=None) -> np.ndarray:
+    """Add the taps one by one, in kernel order, into a buffer of `dtype` holding `start` (zero by
+    default, the bias for a bias-first order); then crop."""
     batch, out_channels, _, *in_spatial = columns.shape
     full = np.zeros((batch, out_channels, *spec.natural_spatial), dtype)
+    if start is not None:
+        full += start
     for tap, offsets in enumerate(np.ndindex(*spec.kernel_shape)):
         window = tuple(
             slice(o * d, o * d + s * (n - 1) + 1, s)
@@ -65,6 +68,35 @@ def tap_sums(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarra
     if b is not None:
         y = y + _bias(spec, b, dtype)
     return y
+
+
+def tap_sums_bias_first(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                        narrow=None) -> np.ndarray:
+    """As `tap_sums`, but the bias starts each sum and the taps are added to it (tract)."""
+    dtype = narrow or NUMPY_DTYPES[spec.dtype]
+    columns = _tap_products(spec, x, w).astype(np.float32).astype(dtype)
+    return _col2im(spec, columns, dtype, None if b is None else _bias(spec, b, dtype))
+
+
+def sum_then_bias(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """The products summed in float32 and rounded to the dtype; then the bias added in the dtype
+    (a separate Add, as OpenVINO runs a bias given as a graph input)."""
+    dtype = NUMPY_DTYPES[spec.dtype]
+    y = _col2im(spec, _tap_products(spec, x, w).astype(np.float32), np.float32).astype(dtype)
+    return y if b is None else y + _bias(spec, b, dtype)
+
+
+def lowered(emulate, narrow):
+    """`emulate` run on X, W and B rounded to `narrow`, its result returned in the model's dtype:
+    a float32 model built in float16 (OpenVINO's f16 hint, tract's FloatPrecision)."""
+
+    def run(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        narrow_spec = spec.replace(dtype=np.dtype(narrow).name)
+        rounded = [None if a is None else a.astype(narrow) for a in (x, w, b)]
+        return emulate(narrow_spec, *rounded).astype(NUMPY_DTYPES[spec.dtype])
+
+    run.__name__ = f"{emulate.__name__}_lowered_to_{np.dtype(narrow).name}"
+    return run
 
 
 def drop_last_tap(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:

@@ -37,9 +37,11 @@ OVERLAPPING = {
 }
 
 
-def _spec(config: str, dtype: str, bias: bool) -> ConvTransposeSpec:
+def _spec(config: str, dtype: str, bias: bool, path: str = "default") -> ConvTransposeSpec:
     opset = {"opset": BFLOAT16_MIN_OPSET} if dtype == "bfloat16" else {}
-    return ConvTransposeSpec.from_dict({**OVERLAPPING[config], "dtype": dtype, "bias": bias, **opset})
+    weights_as_inputs = "weights-as-inputs" in path.split("+")  # W, B as graph inputs: some runtimes add B apart
+    return ConvTransposeSpec.from_dict({**OVERLAPPING[config], "dtype": dtype, "bias": bias,
+                                        "weights_as_inputs": weights_as_inputs, **opset})
 
 
 def _onednn(enabled: bool):
@@ -52,13 +54,25 @@ def _run(backend_name: str, spec: ConvTransposeSpec, path: str) -> tuple[np.ndar
     availability = backend.probe()
     if not availability.available:
         pytest.skip(f"{backend_name} unavailable: {availability.reason}")
+    # A path is `default`, `native` (torch without oneDNN), a build precision such as `fp16`, and/or
+    # `weights-as-inputs` (set in the spec), joined by "+".
+    precision = next((p for p in path.split("+") if p in ("fp16", "bf16")), "fp32")
+    config = BuildConfig(precision)
     case = build_case(spec)
     context = _onednn(False) if path == "native" else contextlib.nullcontext()
     with context:
-        runner = backend.load(case, BuildConfig())
+        runner = backend.load(case, config)
         runner.activate()
         [output] = runner.infer(case.feeds).values()
-    return output, ExactAnswer(spec, case.x, case.w, case.b), backend.accumulation(spec.dtype, BuildConfig())
+    return output, ExactAnswer(spec, case.x, case.w, case.b), backend.accumulation(spec.dtype, config)
+
+
+def _floors(dtype: str, path: str) -> tuple[float, float]:
+    """(every config, the best config) bound_ratio floors.  Where a float32 model is built in a
+    narrow precision, the bound charges each of the K products its worst-case operand rounding,
+    while real rounding errors partly cancel (they grow about as sqrt(K)): the floors are lower."""
+    lowered = dtype == "float32" and any(p in ("fp16", "bf16") for p in path.split("+"))
+    return (0.02, 0.3) if lowered else (0.05, 0.75)
 
 
 def _agreement(output: np.ndarray, emulated: np.ndarray) -> float:
@@ -72,6 +86,15 @@ MEASURED = [
     ("onnx-reference", "bfloat16", "default", emulation.one_float32_sum),
     ("torch-cpu", "float16", "native", emulation.tap_sums),
     ("torch-cpu", "bfloat16", "native", emulation.tap_sums),
+    ("openvino-cpu", "float16", "default", emulation.one_float32_sum),
+    ("openvino-cpu", "bfloat16", "default", emulation.one_float32_sum),
+    ("openvino-cpu", "float16", "weights-as-inputs", emulation.one_float32_sum),  # the f32 hint upcasts float16
+    ("openvino-cpu", "float16", "fp16", emulation.one_float32_sum),  # native f16 kernel, bias fused
+    ("openvino-cpu", "float16", "fp16+weights-as-inputs", emulation.sum_then_bias),  # a separate f16 Add
+    ("openvino-cpu", "bfloat16", "weights-as-inputs", emulation.sum_then_bias),  # a separate bf16 Add
+    ("openvino-cpu", "float32", "fp16", emulation.lowered(emulation.one_float32_sum, np.float16)),
+    ("tract-cpu", "float16", "default", emulation.tap_sums_bias_first),
+    ("tract-cpu", "float32", "fp16", emulation.lowered(emulation.tap_sums_bias_first, np.float16)),
 ]
 
 
@@ -87,7 +110,7 @@ def _measured_cases():
 
 @pytest.mark.parametrize("backend, dtype, path, emulate, config, bias", list(_measured_cases()))
 def test_backend_follows_its_declared_order_and_its_bound_holds_tightly(backend, dtype, path, emulate, config, bias):
-    spec = _spec(config, dtype, bias)
+    spec = _spec(config, dtype, bias, path)
     output, exact, models = _run(backend, spec, path)
     case = build_case(spec)
     emulated = emulate(spec, case.x, case.w, case.b)
@@ -98,7 +121,7 @@ def test_backend_follows_its_declared_order_and_its_bound_holds_tightly(backend,
     assert judged.verdict == "pass", judged.reason
     # Not vacuous: the error uses a fair part of the bound (worst-case sums of 25 taps leave the
     # most slack; test_the_bound_is_nearly_reached_on_each_path shows the tight end).
-    assert judged.drift.bound_ratio >= 0.05, judged.drift.bound_ratio
+    assert judged.drift.bound_ratio >= _floors(dtype, path)[0], judged.drift.bound_ratio
     # The same order with one kernel tap lost is a defect the bound catches.
     broken = emulation.drop_last_tap(spec, case.x, case.w, case.b)
     assert judge_output(spec, broken, exact, models).verdict == "drift"
@@ -108,10 +131,10 @@ def test_backend_follows_its_declared_order_and_its_bound_holds_tightly(backend,
 def test_the_bound_is_nearly_reached_on_each_path(backend, dtype, path, emulate):
     ratios = []
     for config in ("1d-k7s2", "2d-k4s2", "3d-k3s2"):
-        spec = _spec(config, dtype, bias=True)
+        spec = _spec(config, dtype, True, path)
         output, exact, models = _run(backend, spec, path)
         ratios.append(judge_output(spec, output, exact, models).drift.bound_ratio)
-    assert 0.75 <= max(ratios) <= 1, ratios
+    assert _floors(dtype, path)[1] <= max(ratios) <= 1, ratios
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -21,6 +21,8 @@ BUILTIN: dict[str, str] = {
     "onnx-reference": "deploykit.backends.onnx_reference:OnnxReferenceBackend",
     "ort-cpu": "deploykit.backends.ort:OrtCpuBackend",
     "torch-cpu": "deploykit.backends.torch_backend:TorchCpuBackend",
+    "openvino-cpu": "deploykit.backends.openvino:OpenVinoCpuBackend",
+    "tract-cpu": "deploykit.backends.tract:TractCpuBackend",
     "ort-cuda": "deploykit.backends.ort:OrtCudaBackend",
     "torch-cuda": "deploykit.backends.torch_backend:TorchCudaBackend",
 }

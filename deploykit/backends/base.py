@@ -75,6 +75,9 @@ class Capabilities:
     #: an oracle to compare runtimes against (deploykit's reference, onnx.reference), not a
     #: deployment target: lint and export do not check it unless asked
     reference: bool = False
+    #: a failure inside the runtime can abort the whole process (a Rust panic across the FFI):
+    #: deploykit then runs it in a child process wherever it is not already isolated
+    aborts_process: bool = False
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,12 @@ from deploykit.onnxread import default_opset
 #: Whole-model pass: max|y - ref| <= rtol * max|ref| + atol per output.  Through nonlinear layers
 #: there is no rigorous elementwise bound, so these are dtype-aware defaults (--rtol/--atol override).
 MODEL_TOLERANCE = {"float32": (1e-4, 1e-6), "float16": (1e-2, 1e-4)}
-#: Backends that verify by default: the deployment targets available on CPU.
-DEFAULT_VERIFY = ("ort-cpu", "torch-cpu")
+def default_verify_backends() -> list[str]:
+    """Every deployment runtime available on this machine's CPU: what export verifies by default."""
+    from deploykit import backends as registry
+
+    return [name for name in registry.deployment_targets()
+            if registry.get(name).device == "cpu" and registry.get(name).probe().available]
 
 
 @dataclass
@@ -43,7 +47,7 @@ class ExportOptions:
     exporter: str | None = None  # None: torch's current default
     dtype: str = "float32"
     dynamic_axes: dict[int, str] = field(default_factory=dict)
-    verify_backends: list[str] = field(default_factory=lambda: list(DEFAULT_VERIFY))
+    verify_backends: list[str] = field(default_factory=default_verify_backends)
     rtol: float | None = None
     atol: float | None = None
 

@@ -1,0 +1,150 @@
+"""`openvino-cpu`: the OpenVINO runtime's CPU plugin, its INFERENCE_PRECISION_HINT as build precisions.
+
+`CompiledModelFromOnnx` is the loader (ONNX bytes + build config -> compiled model); the runner
+feeds and reads tensors of exactly each port's element type.  Measured on OpenVINO 2026.4.1
+(tests/test_accumulation.py, tests/test_engines.py):
+- the plugin's default precision is machine-dependent (bf16 on CPUs with AMX-BF16), so the hint is
+  always sent: fp32 -> f32, fp16 -> f16, bf16 -> bf16;
+- float16 and bfloat16 models sum in float32 and round once, except that a bias given as a graph
+  input is added by a separate Add in the narrow type (SumThenBias);
+- the f16 hint rounds a float32 model's inputs, weights and bias to float16, sums in float32 and
+  rounds the result to float16; the bf16 hint is not applied to ConvTranspose (it is to Conv), so
+  bf16 declares both the lowered and the float32 model;
+- float64 is computed in float32 by design (openvino#4681): `unsupported`;
+- the Python API maps bf16 to NumPy float16 and converts mismatched arrays by value, so an
+  ml_dtypes.bfloat16 array passed to `infer()` becomes wrong inputs without an error: bf16 goes in
+  and out as its raw 16 bits, and any other dtype mismatch raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import ml_dtypes
+import numpy as np
+
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, TensorMeta
+from deploykit.bound import Accumulation, OneSum, SumThenBias
+from deploykit.errors import lazy_import
+from deploykit.onnxgen import Case
+from deploykit.timing import host_timed
+
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+#: build precision -> INFERENCE_PRECISION_HINT (the CPU plugin accepts f32, f16, bf16, undefined)
+HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+_NUMPY_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i64": "int64", "i32": "int32"}
+
+
+@dataclass(frozen=True)
+class CompiledModelFromOnnx:
+    """Loader: ONNX bytes compiled for the CPU plugin under the build config's precision hint."""
+
+    model_bytes: bytes
+    config: BuildConfig
+
+    def __call__(self):
+        ov = lazy_import("openvino", "openvino", "openvino")
+        core = ov.Core()
+        model = core.read_model(model=self.model_bytes, weights=b"")  # self-contained ONNX: no weights file
+        properties = {"INFERENCE_PRECISION_HINT": HINTS[self.config.precision], "PERFORMANCE_HINT": "LATENCY",
+                      "NUM_STREAMS": 1}
+        if self.config.threads:
+            properties["INFERENCE_NUM_THREADS"] = int(self.config.threads)
+        return core.compile_model(model, "CPU", properties)
+
+
+class OpenVinoRunner:
+    """One compiled model and its infer request."""
+
+    def __init__(self, load_compiled: Callable[[], object]) -> None:
+        self._load_compiled = load_compiled
+        self.compiled = self.request = None
+
+    def activate(self) -> None:
+        self._ov = lazy_import("openvino", "openvino", "openvino")
+        self.compiled = self._load_compiled()
+        self.request = self.compiled.create_infer_request()
+        self.inputs = {port.get_any_name(): port for port in self.compiled.inputs}
+
+    def input_metadata(self) -> list[TensorMeta]:
+        metas = []
+        for name, port in self.inputs.items():
+            shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            kind = port.get_element_type().get_type_name()
+            metas.append(TensorMeta(name, _NUMPY_NAMES.get(kind, kind), shape))
+        return metas
+
+    def _tensor(self, name: str, array: np.ndarray):
+        """A tensor of exactly the port's type; a mismatch raises instead of converting by value."""
+        ov, port = self._ov, self.inputs[name]
+        kind, array = port.get_element_type(), np.ascontiguousarray(array)
+        if kind == ov.Type.bf16:
+            if array.dtype != BFLOAT16:
+                raise TypeError(f"input {name} is bf16, got {array.dtype}")
+            return ov.Tensor(array.view(np.uint16), list(array.shape), ov.Type.bf16)
+        tensor = ov.Tensor(array)
+        if tensor.get_element_type() != kind:
+            raise TypeError(f"input {name} is {kind.get_type_name()}, got {array.dtype}")
+        return tensor
+
+    def _output(self, port) -> np.ndarray:
+        tensor = self.request.get_tensor(port)
+        data = tensor.data  # a bf16 output is a float16 view of the bf16 bits
+        if tensor.get_element_type() == self._ov.Type.bf16:
+            data = data.view(np.uint16).view(BFLOAT16)
+        return np.array(data, copy=True)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, array in feeds.items():
+            self.request.set_tensor(name, self._tensor(name, array))
+        self.request.infer()
+        return {port.get_any_name(): self._output(port) for port in self.compiled.outputs}
+
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
+        """Inputs bound once; each sample runs the request (output copies only with transfers)."""
+        self.infer(feeds)
+        return host_timed(lambda: self.infer(feeds)) if include_transfers else host_timed(self.request.infer)
+
+    def executed_kernels(self) -> list[tuple[str, str, str]]:
+        """(layer type, primitive, runtime precision) of each compute node, from the runtime model:
+        says whether a precision hint reached the Deconvolution."""
+        rows = []
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            field = lambda key: info[key].astype(str) if key in info else ""  # noqa: E731
+            if field("layerType") not in ("Input", "Output", "Reorder", "Reshape", "Const"):
+                rows.append((field("layerType"), field("primitiveType"), field("runtimePrecision")))
+        return rows
+
+    def deactivate(self) -> None:
+        self.request = self.compiled = None
+
+
+class OpenVinoCpuBackend(Backend):
+    name = "openvino-cpu"
+    description = "OpenVINO runtime, CPU plugin"
+    extra = "openvino"
+    capabilities = Capabilities(device="cpu", dtypes=("float32", "float16", "bfloat16"), precisions=("fp32", "fp16", "bf16"))
+
+    def probe(self) -> Availability:
+        try:
+            ov = lazy_import("openvino", "openvino", self.extra)
+        except ImportError as error:
+            return Availability(False, None, str(error))
+        if "CPU" not in ov.Core().available_devices:
+            return Availability(False, ov.__version__, "OpenVINO lists no CPU device")
+        return Availability(True, ov.__version__.split("-")[0])
+
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
+        if dtype in ("float16", "bfloat16"):
+            return (OneSum("float32"), SumThenBias("float32", dtype))
+        lowered = {"fp16": "float16", "bf16": "bfloat16"}.get(config.precision)
+        if dtype == "float32" and lowered:
+            # the hint lowers the model (measured for f16), or is not applied (measured for bf16)
+            return (OneSum("float32", operands=lowered, result=lowered),
+                    SumThenBias("float32", lowered, operands=lowered), OneSum("float32"))
+        return super().accumulation(dtype, config)
+
+    def load(self, case: Case, config: BuildConfig) -> OpenVinoRunner:
+        return OpenVinoRunner(CompiledModelFromOnnx(case.model_bytes, config))
