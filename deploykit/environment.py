@@ -8,7 +8,8 @@ import shutil
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
-PACKAGES = ("deploykit", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "numpy")
+PACKAGES = ("deploykit", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "polygraphy", "openvino", "tract",
+            "apache-tvm", "tinygrad", "numpy")
 
 
 def package_version(name: str) -> str | None:

@@ -74,7 +74,7 @@ def test_conformance_latency_columns(tmp_path):
     proc = deploykit("conformance", "run", "--latency", "--backends", "ort-cpu,torch-cpu", "--db", str(tmp_path / "r.db"),
                      "--json", str(out), "--warmup-ms", "2", "--duration", "0.01", "--iterations", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Speed relative to the fastest backend" in proc.stdout and "Slowest 3 configs per backend" in proc.stdout
+    assert "Speed relative to the fastest backend" in proc.stdout and "Slowest configs per backend" in proc.stdout
     records = json.loads(out.read_text())["results"]
     timed = [r for r in records if r["verdict"] == "pass" and r["expect"] == "accept"]
     assert timed and all(r["latency_median_ms"] > 0 and r["latency_p99_ms"] >= r["latency_median_ms"] for r in timed)
@@ -99,6 +99,9 @@ def test_conformance_latency_columns(tmp_path):
         (["profile", "--matrix", "smoke", "--config", "nosuch"], ["no config in matrix smoke match 'nosuch'"]),
         (["profile"], ["give either MODEL.onnx or --matrix"]),
         (["profile", "{static}", "--batch", "1,4"], ["no input of the model has a dynamic batch axis"]),
+        (["profile", "{static}", "--warmup-ms", "nan"], ["--warmup-ms (nan) and --duration (1) must be finite"]),
+        (["profile", "{static}", "--duration", "inf"], ["--warmup-ms (200) and --duration (inf) must be finite"]),
+        (["profile", "{tmp}"], ["is a directory"]),
     ],
 )
 def test_profile_bad_input_is_one_line_exit_2(dynamic_model, tmp_path, args, needles):
@@ -108,5 +111,28 @@ def test_profile_bad_input_is_one_line_exit_2(dynamic_model, tmp_path, args, nee
     truncated.write_bytes(dynamic_model.read_bytes()[:300])
     static = tmp_path / "static.onnx"
     onnx.save(build_case(ConvTransposeSpec((1, 2, 4, 4), 2, (2, 2))).model, str(static))
-    args = [a.format(model=dynamic_model, text=text, truncated=truncated, static=static) for a in args]
+    args = [a.format(model=dynamic_model, text=text, truncated=truncated, static=static, tmp=tmp_path) for a in args]
     assert_usage_error(deploykit(*args, cwd=tmp_path), *needles)
+
+
+def test_a_backend_that_rejects_the_model_fails_the_profile(tmp_path):
+    # output_padding 1 >= stride 1 (below dilation 2) is valid; ONNX Runtime refuses it, torch runs it.
+    spec = ConvTransposeSpec((1, 4, 5, 5), 4, (3, 3), strides=1, dilations=2, output_padding=1)
+    path = tmp_path / "op.onnx"
+    onnx.save(build_case(spec).model, str(path))
+    out = tmp_path / "p.json"
+    proc = deploykit("profile", str(path), "--backends", "ort-cpu,torch-cpu", "--json", str(out), *FAST)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {r["backend"]: r["status"] for r in json.loads(out.read_text())["results"]}
+    assert rows == {"ort-cpu": "rejected", "torch-cpu": "ok"}
+    assert "1 row(s) where the backend rejected or crashed on the model: ort-cpu (batch 1): rejected" in proc.stdout
+
+
+def test_a_backend_named_for_profiling_must_be_available(dynamic_model):
+    from deploykit import backends as registry
+
+    missing = next((n for n in ("tensorrt", "torch-cuda", "ort-cuda") if not registry.get(n).probe().available), None)
+    if missing is None:
+        pytest.skip("every GPU backend is available on this machine")
+    proc = deploykit("profile", str(dynamic_model), "--batch", "1", "--backends", f"ort-cpu,{missing}", *FAST)
+    assert_usage_error(proc, f"--backends: {missing} is not available on this machine")

@@ -1,6 +1,13 @@
-"""Reports of stored results: terminal summary, JSON records, Markdown."""
+"""Renderers of a run's summary (terminal, Markdown, JSON, JUnit, HTML) and of the other commands.
 
-from deploykit.report.latency import latency_summary, profile_table
-from deploykit.report.render import summary, to_json_records, to_json_report, to_markdown
+Each takes the pure data of `deploykit.summary` and lays it out; none computes a figure.
+"""
 
-__all__ = ["latency_summary", "profile_table", "summary", "to_json_records", "to_json_report", "to_markdown"]
+from deploykit.report.html import to_html
+from deploykit.report.junit import to_junit
+from deploykit.report.markdown import to_markdown
+from deploykit.report.profile import profile_table
+from deploykit.report.records import to_json_records, to_json_report
+from deploykit.report.terminal import print_summary
+
+__all__ = ["print_summary", "profile_table", "to_html", "to_json_records", "to_json_report", "to_junit", "to_markdown"]

@@ -1,0 +1,52 @@
+"""The Markdown report, for a CI job summary (GitHub's $GITHUB_STEP_SUMMARY, GitLab's MR notes).
+
+New findings come first, then the per-backend counts, then every other non-pass result with the
+known divergence that explains it.  Laid out from a RunSummary; nothing is computed here.
+"""
+
+from __future__ import annotations
+
+from deploykit.report.cells import fmt
+from deploykit.report.terminal import incomplete_notice, narrow_sum_line
+from deploykit.result import Result
+from deploykit.summary import RunSummary, is_failure
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _rows(results: list[Result]) -> list[str]:
+    lines = ["| config | backend | verdict | bound_ratio | reason | known |", "|---|---|---|---:|---|---|"]
+    for r in results:
+        lines.append(f"| {_cell(r.label)} | {_cell(r.backend_label)} | {r.verdict} | {fmt(r.bound_ratio)} |"
+                     f" {_cell(r.reason)} | {r.known_divergence or ''} |")
+    return lines
+
+
+def to_markdown(summary: RunSummary) -> str:
+    run = summary.run or {}
+    mark = "❌" if summary.new_findings else "✅"
+    lines = [f"### deploykit conformance: {mark} {summary.new_findings} new finding(s)", ""]
+    notice = incomplete_notice(summary)
+    if notice:
+        lines += [f"**{notice}**", ""]
+    lines += [f"Run {run.get('run_id', '-')} of matrix `{run.get('matrix', '-')}`: {summary.total} results,"
+              f" {summary.passed} pass, {summary.known} known divergences, {summary.new_findings} new findings.", ""]
+    failures = [r for r in summary.non_pass if is_failure(r)]
+    if failures:
+        lines += ["#### New findings", "", *_rows(failures), ""]
+    lines += ["#### Verdicts per backend", "", "| backend | " + " | ".join(summary.verdicts) + " | known |",
+              "|---|" + "---:|" * (len(summary.verdicts) + 1)]
+    for row in summary.backends:
+        lines.append(f"| {row.backend} | " + " | ".join(str(row.verdicts.get(v, "")) for v in summary.verdicts) + f" | {row.known or ''} |")
+    others = [r for r in summary.non_pass if not is_failure(r)]
+    if others:
+        lines += ["", "#### Other non-pass results (known divergences, documented non-support)", "", *_rows(others)]
+    if summary.known_seen:
+        lines += ["", "#### Known divergences seen", ""]
+        lines += [f"- `{entry.id}`: {_cell(entry.reason)} ({entry.upstream})" for entry in summary.known_seen]
+    if summary.narrow_sums:
+        lines += ["", "#### Accumulation below float32 (not a defect)", ""]
+        lines += [f"- {narrow_sum_line(item)}" for item in summary.narrow_sums]
+    return "\n".join(lines) + "\n"
