@@ -5,7 +5,8 @@ upstream link), spec violations (every runtime should refuse), and advice that i
 bug (checkerboard artifacts).  With a results database, each node also gets the conformance
 verdicts recorded for its exact config, or for the nearest recorded configs of the same kind
 (never a grouped or float16 result for a plain float32 layer).  A node whose shapes cannot be
-resolved fails lint (see `report.export.lint_summary`): its hazards are unknown.
+resolved fails lint (see `report.export.lint_summary`): its hazards are unknown.  So does a new
+finding recorded for its exact config on a requested backend.
 """
 
 from __future__ import annotations
@@ -49,6 +50,23 @@ class NodeReport:
     findings: list[Finding] = field(default_factory=list)
     verdicts: list[dict] = field(default_factory=list)
     verdict_source: str | None = None  # "exact" | "similar" (same class, not the same config)
+    recorded_findings: list[dict] = field(default_factory=list)  # exact-config verdicts that fail lint
+
+
+#: Recorded verdicts that are no finding; a known divergence is none either (it is a hazard row).
+NOT_FINDINGS = ("pass", "unsupported", "unavailable")
+
+
+def recorded_findings(verdicts: list[dict], source: str | None, backends: list[str]) -> list[dict]:
+    """Verdicts recorded for this exact config that are new findings on a requested backend.
+
+    A conformance run already saw this very layer drift, crash or be rejected there, so lint fails
+    as the run did.  Verdicts of a similar config are shown, never counted: they are not this layer.
+    """
+    if source != "exact":
+        return []
+    return [v for v in verdicts
+            if v["backend"] in backends and v["verdict"] not in NOT_FINDINGS and not v.get("known_divergence")]
 
 
 def _advice(spec: ConvTransposeSpec) -> list[Finding]:
@@ -176,6 +194,7 @@ def lint(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None, back
                 report.findings = findings_for(spec, backends, table)
                 if store is not None:
                     report.verdicts, report.verdict_source = db_verdicts(store, spec)
+                    report.recorded_findings = recorded_findings(report.verdicts, report.verdict_source, backends)
             reports.append(report)
     except sqlite3.DatabaseError as error:
         from deploykit.errors import UsageError

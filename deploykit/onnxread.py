@@ -11,9 +11,11 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
+import onnx.inliner
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
@@ -50,6 +52,8 @@ class ConvTransposeNode:
 
 def load_model(path: Path | str) -> onnx.ModelProto:
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"model {path} is a directory; give the path of an ONNX file")
     if not path.is_file():
         raise UsageError(f"model {path} does not exist")
     try:
@@ -304,12 +308,78 @@ def _context(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) 
     return context, view
 
 
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its model-local functions expanded where they are called.
+
+    Exporters may wrap a module in a function; inlined, its ConvTranspose nodes are ordinary graph
+    nodes that shape inference and constant folding reach.  Where the inliner fails, the model is
+    returned as it is and the nodes inside its functions are listed as unresolved.
+    """
+    if not model.functions:
+        return model
+    try:
+        return onnx.inliner.inline_local_functions(model)
+    except Exception:  # noqa: BLE001 - a malformed function: its nodes are reported unresolved
+        return model
+
+
+def _nested_conv_transposes(container: onnx.GraphProto | onnx.FunctionProto, path: str) -> Iterator[tuple[str, str, onnx.NodeProto, int]]:
+    """(subgraph path, owning op, node, position) of every ConvTranspose inside the control-flow
+    subgraphs (If, Loop, Scan) under `container` (a graph or a function), at any depth."""
+    for index, node in enumerate(container.node):
+        owner = path + (node.name or f"{node.op_type}#{index}")
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                bodies = [(attribute.name, attribute.g)]
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                bodies = [(f"{attribute.name}[{k}]", g) for k, g in enumerate(attribute.graphs)]
+            else:
+                continue
+            for name, body in bodies:
+                where = f"{owner}/{name}"
+                for position, inner in enumerate(body.node):
+                    if inner.op_type == "ConvTranspose" and inner.domain in ("", "ai.onnx"):
+                        yield where, node.op_type, inner, position
+                yield from _nested_conv_transposes(body, where + "/")
+
+
+def _unreached(model: onnx.ModelProto) -> Iterator[tuple[str, str, onnx.NodeProto, int]]:
+    """(place, why, node, position) of every ConvTranspose outside the main graph's own nodes."""
+    for where, op, node, position in _nested_conv_transposes(model.graph, ""):
+        yield where, f"inside the {where} subgraph of {op} node: deploykit resolves only nodes of the main graph", node, position
+    for function in model.functions:  # left only where the inliner failed
+        where = f"{function.domain}:{function.name}"
+        for position, node in enumerate(function.node):
+            if node.op_type == "ConvTranspose" and node.domain in ("", "ai.onnx"):
+                yield where, f"inside model-local function {where}, which could not be inlined", node, position
+        for inner, op, node, position in _nested_conv_transposes(function, where + "/"):
+            yield inner, f"inside the {inner} subgraph of {op} node of function {where}", node, position
+
+
+def _unreached_nodes(model: onnx.ModelProto, producers: dict, initializers: set[str]) -> list[ConvTransposeNode]:
+    """ConvTranspose nodes deploykit cannot resolve, named by their place: inside control-flow
+    subgraphs (If, Loop, Scan) their inputs exist only while the runtime runs the branch or loop.
+    Listed as unresolved, so lint and export fail instead of passing the model silently."""
+    found = []
+    for where, why, node, position in _unreached(model):
+        parameters = parameter_sources(node, producers, initializers)
+        found.append(ConvTransposeNode(
+            index=len(model.graph.node) + len(found), name=f"{where}/{node.name or f'ConvTranspose#{position}'}",
+            spec=None, problem=f"{why}, so its hazards are unknown", parameters=parameters,
+            module_path=module_path_from_parameters(parameters) or module_path_from_metadata(node),
+        ))
+    return found
+
+
 def conv_transpose_nodes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> list[ConvTransposeNode]:
     """Every ConvTranspose node as a spec, with its real input shape from shape inference.
 
-    Shapes and constness are read from the constant-folded view; attributes and names (node,
-    parameters, module path) from the model as given, so every row describes the user's file.
+    Model-local functions are inlined first.  Shapes and constness are read from the
+    constant-folded view; attributes and names (node, parameters, module path) from the model as
+    given, so every row describes the user's file.  Nodes inside control-flow subgraphs come last,
+    unresolved.
     """
+    model = inline_functions(model)
     context, view = _context(model, shapes)
     twins = _counterparts(model, view)
     producers = {output: node for node in model.graph.node for output in node.output}
@@ -325,7 +395,7 @@ def conv_transpose_nodes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
             index=index, name=name, spec=spec, problem=problem, parameters=parameters,
             module_path=module_path_from_parameters(parameters) or module_path_from_metadata(node),
         ))
-    return found
+    return found + _unreached_nodes(model, producers, initializers)
 
 
 def _shape_problem(node: onnx.NodeProto, twin: onnx.NodeProto, context: _ViewContext) -> str | None:
@@ -479,8 +549,8 @@ def case_from_model(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) 
     flops = sum(n.spec.flops for n in nodes if n.spec is not None)
     spec = None
     w = b = None
-    if len(model.graph.node) == 1 and len(nodes) == 1 and nodes[0].spec is not None:
-        node = model.graph.node[0]
+    node = model.graph.node[0] if len(model.graph.node) == 1 else None
+    if node is not None and node.op_type == "ConvTranspose" and len(nodes) == 1 and nodes[0].spec is not None:
         initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         if node.input[1] in initializers and (len(node.input) < 3 or not node.input[2] or node.input[2] in initializers):
             spec = nodes[0].spec

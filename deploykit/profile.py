@@ -26,7 +26,7 @@ from deploykit.timing import TimingOptions
 class ProfileRow:
     backend: str
     batch: int
-    status: str  # ok | unsupported | unavailable | rejected
+    status: str  # ok | unsupported | unavailable | rejected | crash | timeout
     reason: str = ""
     backend_version: str | None = None
     precision: str = "fp32"
@@ -58,6 +58,15 @@ class Target:
     case: Case
     flops: int
     batch: int
+
+
+#: Row statuses that are no finding: the backend ran, or says it cannot run this model or machine.
+NOT_FINDINGS = ("ok", "unsupported", "unavailable")
+
+
+def failing_rows(rows: list[ProfileRow]) -> list[ProfileRow]:
+    """Rows where a backend rejected or crashed on the model (exit 1), as in every deploykit command."""
+    return [row for row in rows if row.status not in NOT_FINDINGS]
 
 
 def matrix_spec(matrix: str, config: str) -> ConvTransposeSpec:

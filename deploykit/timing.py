@@ -103,14 +103,15 @@ def measure(
     """Warm up for `options.warmup_ms`, then sample `iteration()` (which returns one latency in ms).
 
     `clock` decides when to stop warming up and sampling (wall time); it is injectable so tests
-    can drive the loop deterministically.
+    can drive the loop deterministically.  Both loops stop at `max_iterations` calls, so a warm-up
+    or duration that is never reached (NaN, infinite) cannot run for ever.
     """
     warmup_runs = 0
     start = clock()
     while True:
         iteration()
         warmup_runs += 1
-        if (clock() - start) * 1e3 >= options.warmup_ms:
+        if (clock() - start) * 1e3 >= options.warmup_ms or warmup_runs >= options.max_iterations:
             break
     samples: list[float] = []
     start = clock()

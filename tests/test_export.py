@@ -77,6 +77,22 @@ THIRD_PARTY_LIKE = textwrap.dedent(
 
     def refused():
         return Refused().eval(), (torch.randn(1, 2, 2, 2),)
+
+    class Tied(nn.Module):
+        \"\"\"Two layers sharing one weight (a tied decoder).\"\"\"
+
+        def __init__(self):
+            super().__init__()
+            self.a = nn.ConvTranspose2d(4, 4, 3, 1, 1)
+            self.b = nn.ConvTranspose2d(4, 4, 3, 1, 1)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    def tied():
+        torch.manual_seed(0)
+        return Tied().eval(), (torch.randn(1, 4, 5, 5),)
     """
 )
 
@@ -188,6 +204,13 @@ def test_lint_reads_recorded_verdicts_for_the_exact_config(tmp_path):
         (["export", "dcgan", "--engine", "x.plan"], ["cannot build a TensorRT engine here"]),
         (["export", "mydecoder:make", "--dynamic-axis", "7=foo"], ["--dynamic-axis 7=foo", "1x8x6x6", "no axis 7"]),
         (["export", "dcgan", "--verify-backends", "nosuch"], ["unknown backend 'nosuch'"]),
+        (["export", "dcgan", "--rtol", "nan"], ["--rtol nan must be a finite number >= 0"]),
+        (["export", "dcgan", "--rtol", "inf"], ["--rtol inf must be a finite number >= 0"]),
+        (["export", "dcgan", "--atol", "-1"], ["--atol -1 must be a finite number >= 0"]),
+        (["export", "mydecoder:make", "--dynamic-axis", "\u00b2=foo"], ["must be AXIS=NAME"]),
+        (["export", "dcgan", "-o", "."], ["-o . is a directory"]),
+        (["export", "dcgan", "-o", "notes.onnx/dcgan.onnx"], ["cannot create the folder notes.onnx"]),
+        (["lint", "."], ["model . is a directory"]),
         (["lint", "notes.onnx"], ["not a readable ONNX model"]),
         (["lint", "truncated.onnx"], ["not a readable ONNX model"]),
         (["lint", "missing.onnx"], ["missing.onnx does not exist"]),
@@ -291,3 +314,55 @@ def test_the_export_summary_names_and_counts_unresolved_layers():
     assert "UNRESOLVED node /dec/ConvTranspose, module dec: input 'R' has no static shape" in text
     assert "4 ConvTranspose node(s) in 1 distinct config(s), 1 unresolved" in text
     assert report.as_dict()["layer_counts"] == {"nodes": 4, "configs": 1, "unresolved": 1}
+
+
+def test_a_backend_named_for_verification_must_be_available(tmp_path):
+    # A CI job that asks for a GPU runtime must not go green on a machine without one.
+    from deploykit import backends as registry
+
+    missing = next((n for n in ("tensorrt", "torch-cuda", "ort-cuda") if not registry.get(n).probe().available), None)
+    if missing is None:
+        pytest.skip("every GPU backend is available on this machine")
+    reason = registry.get(missing).probe().reason
+    proc = deploykit("export", "dcgan", "--verify-backends", f"ort-cpu,{missing}", "-o", "dcgan.onnx", cwd=tmp_path)
+    assert_usage_error(proc, f"--verify-backends: {missing} is not available", reason.split(";")[0])
+
+
+def test_tied_weights_export_and_verify(user_module, tmp_path):
+    proc, report = _export(user_module, tmp_path, "zoo:tied", "--exporter", "torchscript", "--verify-backends", "ort-cpu",
+                           "-o", str(tmp_path / "tied.onnx"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [(o["backend"], o["verdict"]) for o in report["outputs"]] == [("ort-cpu", "pass")], report["outputs"]
+
+
+def test_float64_reference_with_a_tied_buffer_and_a_shared_submodule():
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from deploykit.export.verify import float64_outputs
+
+    class Shared(nn.Module):
+        """One layer and one BatchNorm registered twice, and a buffer tied across two BatchNorms."""
+
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(4, 4, 3, 1, 1)
+            self.again = self.up
+            self.bn, self.bn2 = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+            self.bn2.running_mean = self.bn.running_mean
+
+        def forward(self, x):
+            return self.bn2(self.again(self.bn(self.up(x))))
+
+    torch.manual_seed(0)
+    module = Shared().eval()
+    module.bn.running_mean.uniform_(-1, 1)
+    x = torch.randn(1, 4, 5, 5)
+    [reference] = float64_outputs(module, (x,))
+    # The user's module keeps its float32 tensors (torch's functional_call does not restore a slot
+    # swapped twice), so it still runs in float32 and agrees with the float64 reference.
+    assert {t.dtype for t in module.state_dict().values() if t.is_floating_point()} == {torch.float32}
+    with torch.no_grad():
+        eager = module(x).numpy()
+    assert reference.dtype == np.float64 and np.abs(reference - eager).max() < 1e-5

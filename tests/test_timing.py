@@ -80,3 +80,18 @@ def test_no_samples_is_an_error_and_one_sample_is_a_warning():
     assert (single.samples, single.min_ms, single.median_ms, single.p99_ms, single.max_ms) == (1, 2.5, 2.5, 2.5, 2.5)
     assert single.std_ms == single.cv == 0.0
     assert single.warnings == ["only 1 samples (< 10); raise --duration or --iterations"]
+
+
+@pytest.mark.parametrize("never", [float("inf"), float("nan")])
+def test_a_warm_up_and_duration_never_reached_stop_at_the_iteration_cap(never):
+    calls = 0
+
+    def iteration() -> float:  # the clock never moves: only the cap can end either loop
+        nonlocal calls
+        calls += 1
+        if calls > 10_000:
+            raise RuntimeError("the loop does not stop")
+        return 1.0
+
+    stats = measure(iteration, TimingOptions(warmup_ms=never, iterations=5, duration_s=never, max_iterations=50), FakeClock())
+    assert stats.warmup_runs == 50 and stats.samples == 50

@@ -23,7 +23,7 @@ from typing import Any
 
 import onnx
 
-from deploykit.errors import lazy_import
+from deploykit.errors import UsageError, lazy_import
 from deploykit.execute import one_line
 from deploykit.export.layers import LayerCheck, check_layers
 from deploykit.export.verify import OutputCheck, check_dynamic_axes, second_size_inputs, verify_outputs
@@ -33,11 +33,16 @@ from deploykit.onnxread import default_opset
 #: there is no rigorous elementwise bound, so these are dtype-aware defaults (--rtol/--atol override).
 MODEL_TOLERANCE = {"float32": (1e-4, 1e-6), "float16": (1e-2, 1e-4)}
 def default_verify_backends() -> list[str]:
-    """Every deployment runtime available on this machine's CPU: what export verifies by default."""
+    """Every deployment runtime of a default run available on this machine's CPU: what export
+    verifies by default (compilers that take seconds per model, such as TVM, run when named)."""
     from deploykit import backends as registry
 
-    return [name for name in registry.deployment_targets()
-            if registry.get(name).device == "cpu" and registry.get(name).probe().available]
+    chosen = []
+    for name in registry.deployment_targets():
+        backend = registry.get(name)
+        if backend.device == "cpu" and backend.capabilities.in_default_run and backend.probe().available:
+            chosen.append(name)
+    return chosen
 
 
 @dataclass
@@ -50,6 +55,15 @@ class ExportOptions:
     verify_backends: list[str] = field(default_factory=default_verify_backends)
     rtol: float | None = None
     atol: float | None = None
+
+
+def make_output_folder(path: Path) -> None:
+    """Create the folder of the ONNX file before exporting: the exporter's own error for a folder
+    it cannot create would read as a refusal of the model (exit 1), not a bad path (exit 2)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"-o {path}: cannot create the folder {path.parent} ({error.strerror})") from None
 
 
 class ExportFailed(Exception):

@@ -102,8 +102,20 @@ def _lint_verdicts(reports, console: Console) -> None:
             console.print(Text(f"  {v['backend']}: {v['verdict']} on {v['label']}{distance}{known} {v['reason']}".rstrip()))
 
 
+def _recorded_lines(reports, console: Console) -> int:
+    """One RECORDED line per new finding recorded for a node's exact config; how many."""
+    count = 0
+    for report in reports:
+        for v in report.recorded_findings:
+            count += 1
+            reason = f": {v['reason']}" if v["reason"] else ""
+            console.print(Text(f"RECORDED {report.node}: {v['backend']}: {v['verdict']} on this exact config ({v['label']}){reason}"), soft_wrap=True)
+    return count
+
+
 def lint_summary(reports, console: Console, model: str) -> int:
-    """Print the findings; return how many fail lint: hazards, invalid nodes and unresolved nodes.
+    """Print the findings; return how many fail lint: hazards, invalid nodes, unresolved nodes and
+    new findings recorded for a node's exact config (`--db`).
 
     Advice is not counted.  An unresolved node fails lint: its hazards are unknown, and passing it
     silently would tell the user the model is safe.
@@ -126,5 +138,7 @@ def lint_summary(reports, console: Console, model: str) -> int:
     _lint_verdicts(reports, console)
     for report in unresolved:
         console.print(Text(f"UNRESOLVED {report.node}" + (f" (module {report.module_path})" if report.module_path else "") + f": {report.problem}"), soft_wrap=True)
-    console.print(f"{len(reports)} ConvTranspose node(s), {hazards} hazard(s), {len(unresolved)} unresolved")
-    return hazards + len(unresolved)
+    recorded = _recorded_lines(reports, console)
+    tail = f", {recorded} recorded finding(s)" if recorded else ""
+    console.print(f"{len(reports)} ConvTranspose node(s), {hazards} hazard(s), {len(unresolved)} unresolved{tail}")
+    return hazards + len(unresolved) + recorded
