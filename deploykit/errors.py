@@ -34,4 +34,9 @@ class RunAborted(Exception):
 
 
 class RunInterrupted(RunAborted):
-    """Ctrl-C or SIGTERM stopped a run; exit code 130 as for any interrupted command."""
+    """Ctrl-C or SIGTERM stopped a run; exit code 130 as for any interrupted command.
+    `command` is the one that resumes it (with --resume)."""
+
+    def __init__(self, message: str, command: str = "conformance run", resumable: bool = True) -> None:
+        super().__init__(message, resumable)
+        self.command = command

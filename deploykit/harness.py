@@ -189,20 +189,35 @@ def _failure(task: Task, verdict: str, reason: str, elapsed: float, known: list[
     return result
 
 
-class _Pool:
-    """The parent's side: hand out tasks, watch each worker's phase, turn deaths into verdicts."""
+class WorkerPool:
+    """The parent's side: hand out tasks, watch each worker's phase, turn deaths into verdicts.
 
-    def __init__(self, tasks: Iterable[Task], on_result: Callable[[Result], None], jobs: int, timeout: float,
-                 options: WorkerOptions) -> None:
+    The workers outlive one batch of tasks, so a caller that decides its next tasks from the last
+    results (`deploykit conformance fuzz`) pays the runtimes' import once, not once per batch.
+    Use it as a context manager; `close()` stops the workers.
+    """
+
+    def __init__(self, jobs: int, timeout: float, options: WorkerOptions) -> None:
         self.context = mp.get_context("spawn")
-        self.pending = deque(tasks)
-        self.on_result = on_result
+        self.pending: deque[Task] = deque()
+        self.on_result: Callable[[Result], None] = lambda result: None
         self.timeout = timeout
         self.options = options
         self.start_failures = 0
         self.known = divergences.load()
         self.versions: dict[str, str | None] = {}  # each backend's version, as the workers probed it
-        self.workers = [self._new_worker() for _ in range(max(1, min(jobs, len(self.pending) or 1)))]
+        self.workers = [self._new_worker() for _ in range(max(1, jobs))]
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
 
     def _failure(self, task: Task, verdict: str, reason: str, elapsed: float) -> Result:
         return _failure(task, verdict, reason, elapsed, self.known, self.versions.get(task.backend))
@@ -216,7 +231,12 @@ class _Pool:
         self.workers[index] = self._new_worker()
         return old
 
-    def run(self) -> None:
+    def run(self, tasks: Iterable[Task], on_result: Callable[[Result], None]) -> None:
+        """Run every task, calling `on_result` in the parent as each finishes; the workers stay up.
+
+        Any exception (RunAborted, an interrupt) leaves workers in an unknown state: the pool is
+        closed then, and cannot be used again."""
+        self.pending, self.on_result = deque(tasks), on_result
         try:
             while self.pending or any(w.task for w in self.workers):
                 for worker in self.workers:
@@ -227,9 +247,9 @@ class _Pool:
                 now = time.monotonic()
                 for index in range(len(self.workers)):
                     self._step(index, ready, now)
-        finally:
-            for worker in self.workers:
-                worker.stop()
+        except BaseException:
+            self.close()
+            raise
 
     def _step(self, index: int, ready: list, now: float) -> None:
         worker = self.workers[index]
@@ -280,7 +300,8 @@ class _Pool:
             return
         task, worker.task = worker.task, None
         if kind == FAILED:
-            raise RunAborted(f"deploykit's own preparation of {task.spec.label} for {task.backend} failed: {payload}")
+            what = "judging" if worker.phase == "judging" else "preparation"  # the phase the worker last reported
+            raise RunAborted(f"deploykit's own {what} of {task.spec.label} for {task.backend} failed: {payload}")
         self.on_result(Result(**payload))
 
     def _died(self, index: int, now: float) -> None:
@@ -307,4 +328,8 @@ def run_tasks(
     options: WorkerOptions = WorkerOptions(),
 ) -> None:
     """Run every task in isolated workers, calling `on_result` in the parent as each finishes."""
-    _Pool(tasks, on_result, jobs, timeout, options).run()
+    tasks = list(tasks)
+    if not tasks:
+        return
+    with WorkerPool(min(jobs, len(tasks)), timeout, options) as pool:
+        pool.run(tasks, on_result)

@@ -51,7 +51,9 @@ def still_running(owner: dict | None, last_activity: float, timeout_s: float) ->
         if owner.get("pid") != os.getpid() and _alive_here(int(owner["pid"]), owner.get("start")):
             return f"is still running in process {owner['pid']} on this host"
         return None
+    from deploykit.harness import OWN_WORK_LIMIT_S  # a task may go quiet that long in deploykit's own work
+
     silence = time.time() - last_activity
-    if silence < timeout_s + REMOTE_SILENCE_S:
+    if silence < max(timeout_s, OWN_WORK_LIMIT_S) + REMOTE_SILENCE_S:
         return f"may still be running on host {owner.get('host')} (last result {silence:.0f} s ago)"
     return None

@@ -20,6 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from deploykit.bound import Accumulation
     from deploykit.onnxgen import Case
+    from deploykit.spec import ConvTransposeSpec
 
 #: Build precisions, what each lets a backend do, and the bound's term for it (deploykit.bound).
 PRECISIONS: dict[str, str] = {
@@ -78,6 +79,9 @@ class Capabilities:
     #: a failure inside the runtime can abort the whole process (a Rust panic across the FFI):
     #: deploykit then runs it in a child process wherever it is not already isolated
     aborts_process: bool = False
+    #: part of `conformance run` without --backends (a CPU backend fast enough for the shipped
+    #: matrices; a compiler that takes seconds per config says False and runs when named)
+    in_default_run: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,23 @@ class TensorMeta:
     name: str
     dtype: str
     shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class ReproRecipe:
+    """How a standalone script runs one case with the runtime's own public API (`deploykit repro`).
+
+    `run` is the source of `def run(model_path: str, feeds: dict[str, np.ndarray]) -> np.ndarray`
+    (the first output), using only NumPy, the standard library and what `pip` installs; it may
+    read the folder's `W.npy`/`B.npy` through the global `HERE` (a `pathlib.Path`)."""
+
+    runtime: str  # the name a maintainer knows, e.g. "onnxruntime"
+    pip: str  # what to install besides numpy, pinned, e.g. "onnxruntime==1.31.1"
+    version: str  # a Python expression for the runtime's version, evaluated after `imports`
+    imports: str
+    run: str
+    #: `run` reads X, W and B from the folder's files itself (a torch call, not an ONNX session)
+    reads_files: bool = False
 
 
 class Runner(Protocol):
@@ -154,6 +175,11 @@ class Backend:
 
         return (OneSum("float32" if dtype in ("float16", "bfloat16") else dtype),)
 
+    def repro_recipe(self, spec: "ConvTransposeSpec", version: str | None) -> ReproRecipe | None:
+        """How a script with no deploykit import runs `spec` on this runtime (at `version`, the one
+        that produced the result), or None when there is no such script (deploykit's own reference)."""
+        return None
+
     def load(self, case: "Case", config: BuildConfig) -> Runner:
         """A runner for `case` built under `config` (nothing is built until `activate`).
 
@@ -187,6 +213,14 @@ class CallableRunner:
 
     def deactivate(self) -> None:
         pass
+
+
+def pinned(package: str, version: str | None) -> str:
+    """`package==version` for a repro's install line (the leading release number only)."""
+    import re
+
+    match = re.match(r"\d+(\.\d+)*", version or "")
+    return f"{package}=={match.group(0)}" if match else package
 
 
 def case_inputs(case: "Case") -> list[TensorMeta]:

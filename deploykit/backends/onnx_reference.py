@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner, Capabilities, case_inputs
+from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner, Capabilities, ReproRecipe, case_inputs, pinned
 from deploykit.bound import Accumulation, TapSums
 from deploykit.onnxgen import Case
 
@@ -42,3 +42,11 @@ class OnnxReferenceBackend(Backend):
             return {name: np.asarray(value) for name, value in zip(names, state["evaluator"].run(None, feeds))}
 
         return CallableRunner(infer, prepare, case_inputs(case))
+
+    def repro_recipe(self, spec, version: str | None) -> ReproRecipe:
+        run = (
+            "def run(model_path, feeds):\n"
+            "    return ReferenceEvaluator(model_path).run(None, feeds)[0]\n"
+        )
+        return ReproRecipe("onnx.reference", pinned("onnx", version), "onnx.__version__",
+                           "import onnx\nfrom onnx.reference import ReferenceEvaluator", run)

@@ -24,7 +24,7 @@ from typing import Callable
 import ml_dtypes
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, TensorMeta
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
 from deploykit.bound import Accumulation, OneSum, SumThenBias
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -148,3 +148,26 @@ class OpenVinoCpuBackend(Backend):
 
     def load(self, case: Case, config: BuildConfig) -> OpenVinoRunner:
         return OpenVinoRunner(CompiledModelFromOnnx(case.model_bytes, config))
+
+    def repro_recipe(self, spec, version: str | None) -> ReproRecipe:
+        return ReproRecipe("OpenVINO", pinned("openvino", version), "openvino.__version__", "import openvino", _OPENVINO_RUN)
+
+
+#: The CPU plugin with float32 inference (the fp32 build precision); bfloat16 goes in and out as its
+#: bits, which is how the Python API takes it.
+_OPENVINO_RUN = '''def run(model_path, feeds):
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    for name, array in feeds.items():
+        if array.dtype.name == "bfloat16":
+            tensor = openvino.Tensor(array.view(np.uint16), list(array.shape), openvino.Type.bf16)
+        else:
+            tensor = openvino.Tensor(np.ascontiguousarray(array))
+        request.set_tensor(name, tensor)
+    request.infer()
+    output = request.get_output_tensor(0)
+    if output.get_element_type() == openvino.Type.bf16:
+        return output.data.view(np.uint16).view(feeds["X"].dtype).copy()
+    return np.array(output.data, copy=True)
+'''

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, TensorMeta
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
 from deploykit.bound import OneSum
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -136,6 +136,17 @@ class OrtCpuBackend(Backend):
     def load(self, case: Case, config: BuildConfig) -> OrtRunner:
         loader = SessionFromOnnx(case.model_bytes, self.provider, config, self.provider_options(config))
         return OrtRunner(loader, self.device)
+
+    def repro_recipe(self, spec, version: str | None) -> ReproRecipe:
+        package = "onnxruntime" if self.device == "cpu" else "onnxruntime-gpu"
+        run = (
+            "def run(model_path, feeds):\n"
+            "    onnxruntime.set_default_logger_severity(4)  # the refusal is printed once, by repro.py\n"
+            f"    providers = [({self.provider!r}, {self.provider_options(BuildConfig())!r})]\n"
+            "    session = onnxruntime.InferenceSession(model_path, providers=providers)\n"
+            "    return session.run(None, feeds)[0]\n"
+        )
+        return ReproRecipe("onnxruntime", pinned(package, version), "onnxruntime.__version__", "import onnxruntime", run)
 
 
 class OrtCudaBackend(OrtCpuBackend):

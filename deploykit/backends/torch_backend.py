@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, TensorMeta, case_inputs
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, case_inputs, pinned
 from deploykit.bound import Accumulation, OneSum, TapSums
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -79,6 +79,41 @@ def _cuda_timed(call: Callable[[], object]) -> Callable[[], float]:
     return cuda_iteration
 
 
+def _invalid_limits(spec: ConvTransposeSpec) -> str | None:
+    """Why a spec-invalid config cannot reach torch as it is (then torch would run another model
+    and a verdict on it would be false), or None.  torch has no auto_pad or output_shape and pads
+    both sides alike: only output_padding, group and a symmetric padding's rules reach it."""
+    if spec.auto_pad != "NOTSET" or spec.output_shape is not None:
+        return "torch has no auto_pad or output_shape, so this spec-invalid config cannot be given to it as it is"
+    if spec.pads[: spec.rank] != spec.pads[spec.rank:]:
+        return f"pads {list(spec.pads)} are asymmetric; torch pads both sides equally, so this spec-invalid config cannot be given to it"
+    return None
+
+
+def torch_options(spec: ConvTransposeSpec) -> dict:
+    """The keyword arguments of the one `conv_transposeNd` call a spec maps to (as TorchRunner runs it)."""
+    padding = torch_padding(spec)
+    if isinstance(padding, str):  # only negative cases get here: torch judges the raw pads
+        padding = tuple(spec.pads[: spec.rank])
+    return dict(stride=spec.strides, padding=padding, output_padding=spec.output_padding, groups=spec.group,
+                dilation=spec.dilations)
+
+
+def torch_call_source(spec: ConvTransposeSpec, device: str) -> str:
+    """`run()` for a repro script: the same torch call, its inputs read from the folder's files."""
+    options = ", ".join(f"{name}={list(value) if isinstance(value, tuple) else value}" for name, value in torch_options(spec).items())
+    bias = 'tensor("B")' if spec.bias else "None"
+    return (
+        "def run(model_path, feeds):  # the call deploykit makes: model.onnx is not read\n"
+        "    dtype = getattr(torch, DTYPE)\n\n"
+        "    def tensor(name):  # the files hold the exact values (bfloat16 ones as float32)\n"
+        f"        return torch.from_numpy(np.load(HERE / f\"{{name}}.npy\")).to(dtype).to({device!r})\n\n"
+        "    with torch.inference_mode():\n"
+        f"        y = torch.nn.functional.conv_transpose{spec.rank}d(tensor(\"X\"), tensor(\"W\"), {bias}, {options})\n"
+        "    return (y.float() if DTYPE == \"bfloat16\" else y).cpu().numpy()\n"
+    )
+
+
 class TorchRunner:
     """One ConvTranspose from its spec.  Weights go to the device once in `activate`; `infer`
     copies X in and Y out."""
@@ -92,14 +127,8 @@ class TorchRunner:
     def activate(self) -> None:
         torch = _configure(self.device, self.config)
         spec = self.case.spec
-        padding = torch_padding(spec)
-        if isinstance(padding, str):  # only negative cases get here: let torch judge the raw pads
-            padding = tuple(spec.pads[: spec.rank])
         self._function = getattr(torch.nn.functional, f"conv_transpose{spec.rank}d")
-        self._options = dict(
-            stride=spec.strides, padding=padding, output_padding=spec.output_padding,
-            groups=spec.group, dilation=spec.dilations,
-        )
+        self._options = torch_options(spec)
         self._weights = self._device_weights(self.case.feeds)
 
     def _device_weights(self, feeds: dict[str, np.ndarray]):
@@ -210,9 +239,13 @@ class TorchCpuBackend(Backend):
 
     def spec_limits(self, case: Case) -> str | None:
         if case.spec.expect == "reject":
-            return None  # torch must get the chance to refuse it
+            return _invalid_limits(case.spec)  # torch must get the chance to refuse what it can be given
         padding = torch_padding(case.spec)
         return padding if isinstance(padding, str) else None
+
+    def repro_recipe(self, spec: ConvTransposeSpec, version: str | None) -> ReproRecipe:
+        return ReproRecipe("PyTorch", pinned("torch", version), "torch.__version__", "import torch",
+                           torch_call_source(spec, self.device), reads_files=True)
 
     def load(self, case: Case, config: BuildConfig) -> TorchRunner | TorchModuleRunner:
         if case.module is not None:

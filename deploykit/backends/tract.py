@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, TensorMeta
+from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
 from deploykit.bound import Accumulation, OneSum, TapSums
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -132,3 +132,11 @@ class TractCpuBackend(Backend):
 
     def load(self, case: Case, config: BuildConfig) -> TractRunner:
         return TractRunner(RunnableFromOnnx(case.model_bytes, config), case)
+
+    def repro_recipe(self, spec, version: str | None) -> ReproRecipe:
+        run = (
+            "def run(model_path, feeds):  # a panic inside tract aborts the process (exit code 134)\n"
+            "    runnable = tract.onnx().load(model_path).into_model().into_runnable()\n"
+            "    return runnable.run([feeds[name] for name in FEEDS])[0].to_numpy()\n"
+        )
+        return ReproRecipe("tract", pinned("tract", version), "tract.version()", "import tract", run)
