@@ -9,15 +9,18 @@ on kernel > stride configs and shows its bound holds with a ratio that is not va
 Notation (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., sections 3.1 and
 4.2; gamma_k(u) = k u / (1 - k u)), per output element: A = |W| (*) |X| (the products'
 magnitude), B = |bias|, R = |ref|, S = |ref - bias| (the products' sum), T = sum over kernel taps
-of |tap sum| (`reference.tap_magnitude`), n = taps that reach the element, K = C/group *
-prod(kernel) products, eta = smallest subnormal, added once per rounding so results that
-underflow are never flagged.
+of |tap sum| (`reference.tap_magnitude`), n = taps that reach the element, K = n * C/group
+products that reach the element (a runtime that also multiplies the zeros of a dilated or padded
+input adds exact zeros, which round nothing), eta = smallest subnormal, added once per rounding
+so results that underflow are never flagged.
 
 - `OneSum(p)`: all K products and the bias summed in p in any order, rounded once to the dtype
   (ORT's MLAS, oneDNN, OpenVINO):  gamma_{K+1}(u_p)(A + B)(1 + u) + u R.
 - `SumThenBias(p, t)`: the products summed in p and rounded to t, then the bias added in t
   (OpenVINO when the bias is a graph input: a separate Add):
       E = gamma_K(u_p) A;   ((1 + u_t) E + u_t S)(1 + u_t) + u_t R.
+  With `rounded_products` each product is first rounded to t (tinygrad's half and bfloat16
+  kernels): E = (u_t + gamma_K(u_p)(1 + u_t)) A + K eta_t.
 - `TapSums(p, t)`: GEMM + col2im in a narrow type t: each tap's C/group products summed in p and
   rounded to t; the n taps added one by one in t from zero; then the bias (torch's native CPU
   kernels, onnx.reference):
@@ -90,14 +93,19 @@ class OneSum:
 
 @dataclass(frozen=True)
 class SumThenBias:
-    """The products summed in `precision` and rounded to `bias_in`; then the bias added in `bias_in`."""
+    """The products (each rounded to `bias_in` first with `rounded_products`) summed in `precision`
+    and rounded to `bias_in`; then the bias added in `bias_in`."""
 
     precision: str
     bias_in: str
     operands: str | None = None
+    #: each product is rounded to `bias_in` before it is summed
+    rounded_products: bool = False
 
     def describe(self) -> str:
-        return f"one {self.precision} sum{_operands(self.operands)}, rounded to {self.bias_in}, bias added in {self.bias_in}"
+        products = f" of products rounded to {self.bias_in}" if self.rounded_products else ""
+        return (f"one {self.precision} sum{products}{_operands(self.operands)}, rounded to {self.bias_in},"
+                f" bias added in {self.bias_in}")
 
     @property
     def sums_below_float32(self) -> bool:
@@ -215,17 +223,28 @@ def _then_dtype(spec: ConvTransposeSpec, last: str | None) -> list[str]:
     return [last, spec.dtype] if last and last != spec.dtype else [spec.dtype]
 
 
+def products_reaching(spec: ConvTransposeSpec, m: Magnitudes) -> np.ndarray:
+    """K per output element: the products that really reach it, n taps x C/group channels.
+
+    A global C/group * prod(kernel) would charge every element for taps that never reach it (a
+    stride above 1 leaves most taps out); the zeros a runtime multiplies instead are exact."""
+    return m.n() * (spec.in_channels // max(spec.group, 1))
+
+
 def _one_sum_bound(spec: ConvTransposeSpec, m: Magnitudes, model: OneSum) -> np.ndarray:
-    terms = spec.products_per_output + (1 if spec.bias else 0)
-    summed = gamma(terms, UNIT_ROUNDOFF[model.precision]) * (m.A + m.B)
+    terms = products_reaching(spec, m) + (1 if spec.bias else 0)
+    summed = _gamma_array(terms, UNIT_ROUNDOFF[model.precision]) * (m.A + m.B)
     return _roundings(summed, m, _then_dtype(spec, model.result))
 
 
 def _sum_then_bias_bound(spec: ConvTransposeSpec, m: Magnitudes, model: SumThenBias) -> np.ndarray:
-    if not spec.bias:
-        return _one_sum_bound(spec, m, OneSum(model.precision, result=model.bias_in))
     u_t = UNIT_ROUNDOFF[model.bias_in]
-    summed = gamma(spec.products_per_output, UNIT_ROUNDOFF[model.precision]) * m.A
+    products = products_reaching(spec, m)
+    summed = _gamma_array(products, UNIT_ROUNDOFF[model.precision]) * m.A
+    if model.rounded_products:  # each product rounded to t first (and may underflow there)
+        summed = u_t * m.A + (1 + u_t) * summed + products * smallest_subnormal(model.bias_in)
+    if not spec.bias:
+        return _roundings(summed, m, _then_dtype(spec, model.bias_in))
     rounded = (1 + u_t) * summed + u_t * m.S() + smallest_subnormal(model.bias_in)  # the products' sum, in t
     return _roundings(rounded, m, _then_dtype(spec, model.bias_in))  # + bias in t, then to the dtype
 

@@ -155,7 +155,8 @@ def judge_output(
     bad = ~np.isfinite(y) & np.isfinite(reference)
     if bad.any():
         return Judgement("nonfinite", f"{int(bad.sum())} of {y.size} outputs are NaN/Inf where the reference is finite")
-    drift = measure(actual, reference, error_bound(spec, exact, models), spec.dtype)
+    bound = error_bound(spec, exact, models)
+    drift = measure(actual, reference, bound, spec.dtype)
     narrow = None
     if any(model.sums_below_float32 for model in models):
         narrow = measure(actual, reference, error_bound(spec, exact, [OneSum("float32")]), spec.dtype).bound_ratio
@@ -166,6 +167,16 @@ def judge_output(
             "drift",
             f"max error {drift.max_abs_err:.3g} is {drift.bound_ratio:.3g}x the rounding-error bound"
             f" at output index {list(drift.worst_index)} (accumulation: {describe(models)})",
+            drift,
+            narrow,
+        )
+    if not np.isfinite(bound).all():
+        # A sum of K terms in precision u has no worst-case bound once K u >= 1 (gamma_K is
+        # infinite): any output would "pass" there, so the result is not judged at all.
+        return Judgement(
+            "unsupported",
+            f"the summation model ({describe(models)}) gives no finite rounding-error bound here (K u >= 1);"
+            " deploykit cannot judge this result",
             drift,
             narrow,
         )

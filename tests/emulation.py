@@ -40,11 +40,7 @@ def _col2im(spec: ConvTransposeSpec, columns: np.ndarray, dtype, start=None) -> 
             for o, d, s, n in zip(offsets, spec.dilations, spec.strides, in_spatial)
         )
         full[(slice(None), slice(None), *window)] += columns[:, :, tap]
-    begin, end = spec.resolved_pads()
-    if min(begin + end) < 0:
-        raise ValueError("the emulations cover cropping pads only")
-    crop = tuple(slice(b, n - e) for b, e, n in zip(begin, end, spec.natural_spatial))
-    return full[(slice(None), slice(None), *crop)]
+    return _crop(spec, full)
 
 
 def _bias(spec: ConvTransposeSpec, b: np.ndarray, dtype) -> np.ndarray:
@@ -83,6 +79,70 @@ def sum_then_bias(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.n
     (a separate Add, as OpenVINO runs a bias given as a graph input)."""
     dtype = NUMPY_DTYPES[spec.dtype]
     y = _col2im(spec, _tap_products(spec, x, w).astype(np.float32), np.float32).astype(dtype)
+    return y if b is None else y + _bias(spec, b, dtype)
+
+
+def _products(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, taps_reversed: bool):
+    """Each (input channel of the group, kernel tap) in turn, channels outer: the exact products
+    x[c] * w[c, :, tap] (float32 holds the product of two float16 or bfloat16 numbers exactly),
+    placed in the natural output, zero where that tap does not reach."""
+    batch, channels, *in_spatial = x.shape
+    per_in, per_out = channels // spec.group, w.shape[1]
+    taps = list(np.ndindex(*spec.kernel_shape))
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    for channel in range(per_in):
+        for offsets in taps[::-1] if taps_reversed else taps:
+            term = np.zeros((batch, spec.group * per_out, *spec.natural_spatial), np.float32)
+            window = tuple(
+                slice(o * d, o * d + s * (n - 1) + 1, s)
+                for o, d, s, n in zip(offsets, spec.dilations, spec.strides, in_spatial)
+            )
+            for group in range(spec.group):
+                source = group * per_in + channel
+                weights = w32[source][(slice(None), *offsets)].reshape(1, per_out, *[1] * spec.rank)
+                outputs = slice(group * per_out, (group + 1) * per_out)
+                term[(slice(None), outputs, *window)] = x32[:, source][:, None] * weights
+            yield term
+
+
+def _crop(spec: ConvTransposeSpec, full: np.ndarray) -> np.ndarray:
+    begin, end = spec.resolved_pads()
+    if min(begin + end) < 0:
+        raise ValueError("the emulations cover cropping pads only")
+    crop = tuple(slice(b, n - e) for b, e, n in zip(begin, end, spec.natural_spatial))
+    return full[(slice(None), slice(None), *crop)]
+
+
+def running_sum_in_dtype(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                         round_products: bool = True) -> np.ndarray:
+    """TVM's topi loops: one accumulator in the dtype; for each input channel, each kernel tap
+    (reversed: topi flips the kernel) acc = dtype(acc + product), the product first rounded to
+    the dtype (float16) or exact (bfloat16, which TVM computes in float32 and rounds per add);
+    then the bias added in the dtype."""
+    dtype = NUMPY_DTYPES[spec.dtype]
+    total = np.zeros((x.shape[0], w.shape[1] * spec.group, *spec.natural_spatial), dtype)
+    for term in _products(spec, x, w, taps_reversed=True):
+        addend = term.astype(dtype).astype(np.float32) if round_products else term
+        total = (total.astype(np.float32) + addend).astype(dtype)
+    y = _crop(spec, total)
+    return y if b is None else y + _bias(spec, b, dtype)
+
+
+def running_sum_of_exact_products(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray,
+                                  b: np.ndarray | None) -> np.ndarray:
+    """`running_sum_in_dtype` with exact (float32) products: TVM's bfloat16."""
+    return running_sum_in_dtype(spec, x, w, b, round_products=False)
+
+
+def sum_of_rounded_products_then_bias(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray,
+                                      b: np.ndarray | None) -> np.ndarray:
+    """tinygrad: every product rounded to the dtype, summed in float32 (modelled as one exact sum
+    rounded to float32), that sum rounded to the dtype, then the bias added in the dtype."""
+    dtype = NUMPY_DTYPES[spec.dtype]
+    total = np.zeros((x.shape[0], w.shape[1] * spec.group, *spec.natural_spatial), np.float64)
+    for term in _products(spec, x, w, taps_reversed=False):
+        total += term.astype(dtype).astype(np.float64)
+    y = _crop(spec, total).astype(np.float32).astype(dtype)
     return y if b is None else y + _bias(spec, b, dtype)
 
 

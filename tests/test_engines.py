@@ -1,13 +1,15 @@
-"""The CPU engines beyond ONNX Runtime: OpenVINO and tract, each a real backend on the contract.
+"""The CPU engines beyond ONNX Runtime: OpenVINO, tract, TVM and tinygrad, each a real backend on the contract.
 
 Their accumulation models are measured in tests/test_accumulation.py; here: the API pitfalls
-deploykit works around (OpenVINO's bfloat16 labelling, tract's panics), their conformance on the
+deploykit works around (OpenVINO's bfloat16 labelling, tract's panics, TVM's bit-copying
+bfloat16 tensors and converter chatter, tinygrad's need for clang), their conformance on the
 shipped matrix, lint's hazards for them, and the standalone repro of every divergence they have.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,17 +76,22 @@ def test_a_tract_panic_costs_one_crash_and_this_process_survives():
     assert Executor().run(panics.replace(output_shape=None), "tract-cpu").verdict in ("pass", "rejected")
 
 
-@pytest.mark.parametrize("backend", ["openvino-cpu", "tract-cpu"])
+#: build precisions each engine is checked at on the smoke matrix (TVM and tinygrad offer fp32 only)
+SMOKE_PRECISIONS = {"openvino-cpu": "fp32,fp16", "tract-cpu": "fp32,fp16", "tvm-cpu": "fp32", "tinygrad-cpu": "fp32"}
+
+
+@pytest.mark.parametrize("backend", list(SMOKE_PRECISIONS))
 def test_smoke_matrix_has_no_unexplained_result(tmp_path, backend):
     _available(backend)
+    precisions = SMOKE_PRECISIONS[backend]
     proc = deploykit("conformance", "run", "--matrix", "smoke", "--dtypes", "float32,float16", "--backends", backend,
-                     "--precisions", "fp32,fp16", "--db", "r.db", "--json", "r.json", "--jobs", "2", cwd=tmp_path)
+                     "--precisions", precisions, "--db", "r.db", "--json", "r.json", "--jobs", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     records = json.loads((tmp_path / "r.json").read_text())["results"]
-    assert len(records) == 31 * 2 * 2
+    assert len(records) == 31 * 2 * len(precisions.split(","))
     unexplained = [r for r in records if r["verdict"] not in ("pass", "unsupported") and not r["known_divergence"]]
     assert not unexplained
-    assert sum(r["verdict"] == "pass" for r in records) >= 100
+    assert sum(r["verdict"] == "pass" for r in records) >= 0.75 * len(records)
 
 
 def test_lint_names_the_new_engines_hazards(tmp_path):
@@ -96,6 +103,90 @@ def test_lint_names_the_new_engines_hazards(tmp_path):
     [node] = json.loads((tmp_path / "l.json").read_text())["nodes"]
     rules = {f["rule"] for f in node["findings"] if f["kind"] == "hazard"}
     assert {"tract-output-shape-with-same"} <= rules
+
+
+def test_lint_names_tvm_and_tinygrad_hazards(tmp_path):
+    model = tmp_path / "output-shape-and-valid.onnx"
+    spec = ConvTransposeSpec((1, 2, 5), 2, (4,), strides=2, auto_pad="SAME_UPPER", output_shape=(9,))
+    model.write_bytes(build_case(spec).model_bytes)
+    proc = deploykit("lint", str(model), "--backends", "tvm-cpu,tinygrad-cpu", "--json", str(tmp_path / "l.json"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [node] = json.loads((tmp_path / "l.json").read_text())["nodes"]
+    assert {f["rule"] for f in node["findings"] if f["kind"] == "hazard"} >= {"tvm-output-shape-ignored"}
+    valid = ConvTransposeSpec((1, 3, 4, 5), 2, (3, 2), strides=(2, 3), auto_pad="VALID")
+    model.write_bytes(build_case(valid).model_bytes)
+    proc = deploykit("lint", str(model), "--backends", "tinygrad-cpu", "--json", str(tmp_path / "l.json"))
+    [node] = json.loads((tmp_path / "l.json").read_text())["nodes"]
+    assert {f["rule"] for f in node["findings"] if f["kind"] == "hazard"} == {"tinygrad-valid-as-same-lower"}
+
+
+def test_tvm_feeds_exactly_the_graph_types():
+    """TVM's Tensor.copyfrom keeps a float16 array's bits in a bfloat16 tensor
+    (conformance/repros/tvm-copyfrom-bfloat16-reinterprets): the runner refuses any other dtype."""
+    backend = _available("tvm-cpu")
+    spec = ConvTransposeSpec((1, 4, 5, 5), 3, (3, 3), strides=2, dtype="bfloat16", opset=22)
+    case = build_case(spec)
+    runner = backend.load(case, BuildConfig())
+    runner.activate()
+    [y] = runner.infer(case.feeds).values()
+    assert y.dtype == np.dtype(ml_dtypes.bfloat16)
+    assert np.max(np.abs(y.astype(np.float64) - run_spec(spec, case.x, case.w, case.b))) < 0.05
+    with pytest.raises(TypeError, match="input X is bfloat16, got float16"):
+        runner.infer({"X": case.x.astype(np.float16)})
+
+
+def test_tvm_target_is_generic_unless_the_mcpu_hint_names_a_cpu():
+    pytest.importorskip("tvm")
+    from deploykit.backends.tvm import llvm_target
+
+    assert "mcpu" not in str(llvm_target(BuildConfig()))
+    assert '"mcpu":"sapphirerapids"' in str(llvm_target(BuildConfig(hints=(("mcpu", "sapphirerapids"),))))
+
+
+QUIET_REFUSAL = """
+from deploykit import backends
+from deploykit.backends.base import BuildConfig
+from deploykit.onnxgen import build_case
+from deploykit.spec import ConvTransposeSpec
+spec = ConvTransposeSpec((1, 2, 6), 2, (3,), strides=2, dilations=3, output_padding=2)
+runner = backends.get("tvm-cpu").load(build_case(spec), BuildConfig())
+try:
+    runner.activate()
+except RuntimeError as error:
+    import sys; sys.exit(str(error).startswith("Conv1dTranspose expects the output padding less than the strides") and 3)
+"""
+
+
+def test_a_tvm_refusal_prints_nothing_and_raises_its_message():
+    """The Relax converter prints 'Error converting operator ...' and a C++ 'BlockBuilder
+    destroyed' warning: the build silences both, so a run's terminal shows one line per problem."""
+    _available("tvm-cpu")
+    proc = subprocess.run([sys.executable, "-c", QUIET_REFUSAL], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+
+
+def test_tinygrad_without_clang_is_unavailable_and_names_the_fix(monkeypatch, tmp_path):
+    backend = _available("tinygrad-cpu")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no clang on it
+    availability = backend.probe()
+    assert not availability.available and availability.version
+    assert "clang" in availability.reason and "apt-get install clang" in availability.reason
+    assert "\n" not in availability.reason
+
+
+def test_tinygrad_returns_bfloat16_values_as_float32_and_refuses_other_feeds():
+    backend = _available("tinygrad-cpu")
+    spec = ConvTransposeSpec((1, 4, 5, 5), 3, (3, 3), strides=2, dtype="bfloat16", opset=22)
+    case = build_case(spec)
+    runner = backend.load(case, BuildConfig())
+    runner.activate()
+    [y] = runner.infer(case.feeds).values()
+    assert y.dtype == np.float32  # tinygrad's numpy() has no bfloat16: the values still are bfloat16
+    assert np.array_equal(y.astype(ml_dtypes.bfloat16).astype(np.float32), y)
+    assert Executor(known=[]).run(spec, "tinygrad-cpu").verdict == "pass"
+    with pytest.raises(TypeError, match="input X is bfloat16, got float32"):
+        runner.infer({"X": case.x.astype(np.float32)})
 
 
 def _repros() -> list[Path]:
@@ -113,8 +204,10 @@ def test_every_not_yet_reported_divergence_has_a_repro():
 def test_each_repro_still_shows_its_divergence(repro):
     """A repro exits non-zero while the runtime disagrees with the spec: when an upstream release
     fixes one, this fails and the known divergence gets a version range."""
-    runtime = "openvino" if repro.parent.name.startswith("openvino") else "tract"
+    runtime = repro.parent.name.split("-")[0]
     pytest.importorskip(runtime)
+    if runtime == "tinygrad" and shutil.which("clang", path="/usr/bin:/bin") is None:
+        pytest.skip("tinygrad's CPU device needs clang (apt-get install clang)")
     proc = subprocess.run([sys.executable, str(repro)], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "RUST_BACKTRACE": "0"})
     assert proc.returncode != 0, proc.stdout
