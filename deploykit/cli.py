@@ -87,6 +87,7 @@ def _check_writable_folder(path: Path, option: str) -> None:
 @app.command("backends")
 def backends_command() -> None:
     """List every backend: available or not, why, and its version."""
+    from rich.markup import escape
     from rich.table import Table
 
     from deploykit import backends as registry
@@ -101,7 +102,7 @@ def backends_command() -> None:
         except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
             table.add_row(name, "?", "no", "-", f"failed to load: {error}")
             continue
-        detail = backend.description if status.available else status.reason
+        detail = escape(backend.description if status.available else status.reason)  # `deploykit[x]` is no markup
         table.add_row(name, backend.device, "yes" if status.available else "no", status.version or "-", detail)
     stdout.print(table)
 
@@ -159,6 +160,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 @click.option("--include-transfers", is_flag=True, help="with --latency: time host<->device copies too")
 @click.option("--precisions", "--precision", "precisions", default="fp32", show_default=True, help="build precisions, comma-separated (fp32, tf32, fp16, bf16); one result per precision")
 @click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
+@click.option("--shard", default=None, help="K/N: run shard K of N of the tasks (CI jobs in parallel; `conformance merge` joins them)")
 def conformance_run(
     matrix: str,
     backends: str | None,
@@ -177,13 +179,13 @@ def conformance_run(
     include_transfers: bool,
     precisions: str,
     max_memory: str | None,
+    shard: str | None,
 ) -> None:
     """Run a conformance matrix; exit 1 when a non-pass result is not a known divergence."""
     from deploykit import backends as registry
     from deploykit import divergences
-    from deploykit.conformance import RunRequest, is_failure, run
+    from deploykit.conformance import RunRequest, run
     from deploykit.metrics import Tolerance
-    from deploykit.report import summary, to_json_report
     from deploykit.resources import parse_size
 
     if not all(math.isfinite(v) for v in (timeout or 0.0, atol or 0.0, rtol or 0.0)):
@@ -192,9 +194,16 @@ def conformance_run(
     if json_path:
         _check_writable_file(json_path, "--json")
     tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
+    chosen = registry.parse(backends)
+    if backends is not None and not resume:
+        registry.require_available(chosen, "--backends")  # a named backend that cannot run is no pass
+    if backends is None and not resume:
+        missing = registry.default_backends()[1]
+        if missing:
+            _warn(f"not installed, so not run: {', '.join(missing)} (`deploykit backends` says how to add them)")
     request = RunRequest(
         matrix=matrix,
-        backends=registry.parse(backends),
+        backends=chosen,
         dtypes=_csv(dtypes, "--dtypes"),
         db=db,
         jobs=jobs,
@@ -205,6 +214,7 @@ def conformance_run(
         precisions=_precisions(precisions),
         max_memory=parse_size(max_memory) if max_memory is not None else None,
         explicit=_explicit_run_options(),
+        shard=_shard(shard),
     )
     if latency and jobs > 1:
         _warn(f"--latency with --jobs {jobs}: configs are timed side by side and compete for cores; use --jobs 1 for numbers to publish")
@@ -212,27 +222,65 @@ def conformance_run(
         try:
             outcome = run(request, stderr)
         except KeyboardInterrupt:
+            if not db.exists():
+                raise RunInterrupted("interrupted before the run started; nothing was stored", resumable=False) from None
             raise RunInterrupted(f"interrupted; the results stored in {db} stay") from None
     for note in outcome.notes:
         _warn(note)
-    results = outcome.results
-    summary(results, stdout)
-    failures = [r for r in results if is_failure(r)]
-    stdout.print(
-        f"run {outcome.run.run_id}: {len(results)} results, {sum(r.verdict == 'pass' for r in results)} pass, "
-        f"{sum(bool(r.known_divergence) for r in results)} known divergences, {len(failures)} new findings; stored in {db}"
-    )
+    summary, known = _summarize(outcome.run, outcome.results)
+    from deploykit.report import print_summary
+
+    print_summary(summary, stdout)
     if json_path:
-        _write_json(json_path, to_json_report(outcome.run, results))
-    sys.exit(1 if failures else 0)
+        _write_text(json_path, _render(summary, outcome.results, known, "json"))
+    stdout.print(
+        f"run {outcome.run.run_id}: {summary.total} results, {summary.passed} pass, {summary.known} known divergences,"
+        f" {summary.new_findings} new findings; stored in {db}"
+    )
+    sys.exit(1 if summary.new_findings else 0)
+
+
+def _summarize(run, results: list):
+    """A run's summary, made with the known-divergence table it was judged with (stored with it)."""
+    from deploykit import divergences
+    from deploykit.summary import summarize
+
+    known = divergences.for_run(run.known_divergences)
+    return summarize(results, run, known), known
+
+
+def _render(summary, results: list, known: list, format_: str) -> str:
+    """One report format as text (the renderers lay out the summary; none computes)."""
+    from deploykit.report import print_summary, to_html, to_json_report, to_junit, to_markdown
+
+    if format_ == "json":
+        return json.dumps(to_json_report(summary, results, known), indent=2) + "\n"
+    if format_ == "md":
+        return to_markdown(summary)
+    if format_ == "junit":
+        return to_junit(summary, results, known)
+    if format_ == "html":
+        return to_html(summary, results)
+    console = Console(width=160, file=io.StringIO())
+    print_summary(summary, console)
+    return console.file.getvalue()
 
 
 #: command-line options of `conformance run` -> the run parameter they set (see RESUME_FIXED)
 _RUN_PARAMETER = {
     "matrix": "matrix", "backends": "backends", "dtypes": "dtypes", "atol": "tolerance", "rtol": "tolerance",
     "latency": "latency", "warmup_ms": "latency", "iterations": "latency", "duration": "latency",
-    "include_transfers": "latency", "precisions": "precisions",
+    "include_transfers": "latency", "precisions": "precisions", "shard": "shard",
 }
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise UsageError(f"--shard {text!r} must be K/N with 1 <= K <= N, e.g. 2/3")
+    return int(index), int(count)
 
 
 def _precisions(text: str) -> list[str]:
@@ -271,12 +319,11 @@ def _sigterm_as_interrupt():
 
 @conformance_app.command("report")
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
-@click.option("--format", "format_", default="table", show_default=True, type=click.Choice(["table", "json", "md"]))
+@click.option("--format", "format_", default="table", show_default=True, type=click.Choice(["table", "json", "md", "junit", "html"]))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="write here instead of stdout")
 @click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
 def conformance_report(db: Path, format_: str, output: Path | None, run_id: int | None) -> None:
-    """Report a stored run as a table, JSON records or Markdown."""
-    from deploykit.report import summary, to_json_report, to_markdown
+    """Report a stored run: a table, JSON, Markdown (CI job summaries), JUnit XML or a self-contained HTML page."""
     from deploykit.store import Store
 
     store = Store(db, create=False)
@@ -290,18 +337,143 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
         results = store.results(chosen.run_id)
     finally:
         store.close()
-    if format_ == "json":
-        text = json.dumps(to_json_report(chosen, results), indent=2) + "\n"
-    elif format_ == "md":
-        text = to_markdown(results, chosen)
-    else:
-        console = Console(width=160, file=io.StringIO()) if output else stdout
-        summary(results, console, run=chosen)
-        text = console.file.getvalue() if output else ""
+    summary, known = _summarize(chosen, results)
+    text = _render(summary, results, known, format_)
     if output:
         _write_text(output, text)
-    elif text:
+    else:
         sys.stdout.write(text)
+
+
+@conformance_app.command("compare")
+@click.option("--baseline", required=True, type=click.Path(path_type=Path), help="a results database or a JSON report")
+@click.option("--baseline-run", type=int, default=None, help="run id in a baseline database (default: its latest)")
+@click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="the current results")
+@click.option("--run", "run_id", type=int, default=None, help="run id in --db (default: the latest)")
+@click.option("--ratio-growth", type=click.FloatRange(min=1), default=10.0, show_default=True, help="bound_ratio growth worth reporting")
+@click.option("--strict-ratio", is_flag=True, help="count bound_ratio growth as a regression too")
+@click.option("--sigmas", type=click.FloatRange(min=0), default=3.0, show_default=True, help="latency slowdown threshold, in standard deviations of both sides' spread")
+@click.option("--no-latency", is_flag=True, help="do not compare latency")
+@click.option("--format", "format_", default="table", show_default=True, type=click.Choice(["table", "md"]))
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the comparison as JSON")
+def conformance_compare(baseline: Path, baseline_run: int | None, db: Path, run_id: int | None, ratio_growth: float,
+                        strict_ratio: bool, sigmas: float, no_latency: bool, format_: str, json_path: Path | None) -> None:
+    """Compare the current run with a baseline; exit 1 on any regression."""
+    import dataclasses
+
+    from deploykit.compare import compare, load_side
+    from deploykit.report.compare import comparison_markdown, print_comparison
+
+    if json_path:
+        _check_writable_file(json_path, "--json")
+    result = compare(load_side(baseline, baseline_run), load_side(db, run_id), ratio_growth, sigmas, not no_latency, strict_ratio)
+    if format_ == "md":
+        sys.stdout.write(comparison_markdown(result))
+    else:
+        print_comparison(result, stdout)
+    if json_path:
+        _write_json(json_path, {**dataclasses.asdict(result), "regressed": result.regressed})
+    sys.exit(1 if result.regressed else 0)
+
+
+@conformance_app.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="the merged results database (new)")
+def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
+    """Join the shards of one run (`conformance run --shard K/N` on N jobs) into one database."""
+    from deploykit.merge import merge
+
+    outcome = merge(list(shards), output)
+    stdout.print(f"merged shard(s) {', '.join(map(str, outcome.merged))} of {outcome.count}: {outcome.results} results in"
+                 f" {output} (run {outcome.run_id})")
+    if outcome.missing or outcome.incomplete:
+        gaps = [f"missing shard {i}/{outcome.count}" for i in outcome.missing]
+        gaps += [f"shard {i}/{outcome.count} did not finish" for i in outcome.incomplete]
+        raise RunAborted(f"the merged run in {output} is incomplete: {'; '.join(gaps)}")
+
+
+@conformance_app.command("fuzz")
+@click.option("--backends", default=None, help="comma-separated; default: every CPU backend of a default run")
+@click.option("--budget", type=click.FloatRange(min=1), default=None, help="seconds for the whole search [default: 60 unless --max-examples is given]")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None, help="configs in a row with nothing new that end the search (deterministic for a --seed)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Hypothesis's random seed")
+@click.option("--dtypes", default=None, help="comma-separated [default: every dtype one of the backends has a kernel for]")
+@click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database (a fuzz run is a run)")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="worker processes in parallel")
+@click.option("--timeout", default=None, type=click.FloatRange(min=0.1), help="seconds per (config, backend) [default: 60]")
+@click.option("--resume", is_flag=True, help="finish the last unfinished fuzz run in --db")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the failure classes as JSON")
+def conformance_fuzz(backends: str | None, budget: float | None, max_examples: int | None, seed: int, dtypes: str | None,
+                     db: Path, jobs: int, timeout: float | None, resume: bool, json_path: Path | None) -> None:
+    """Search configs with Hypothesis, shrink each failure class; exit 1 when a class is NEW."""
+    from deploykit import backends as registry
+    from deploykit import divergences
+    from deploykit.fuzz.search import FuzzRequest, fuzz
+    from deploykit.report.fuzz import class_lines, classes_json
+
+    if not all(math.isfinite(v) for v in (budget or 0.0, timeout or 0.0)):
+        raise UsageError("--budget and --timeout must be finite numbers")
+    divergences.load()
+    if json_path:
+        _check_writable_file(json_path, "--json")
+    chosen = registry.parse(backends)
+    if not resume:
+        registry.require_available(chosen, "--backends")
+    if budget is None and max_examples is None and not resume:
+        budget = 60.0
+    context = click.get_current_context()
+    explicit = {name for name in ("backends", "dtypes", "seed", "max_examples", "budget")
+                if context.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    request = FuzzRequest(backends=chosen, seed=seed, max_examples=max_examples, budget=budget,
+                          dtypes=_csv(dtypes, "--dtypes"), db=db, jobs=jobs, timeout=timeout, resume=resume,
+                          explicit=explicit)
+    with _sigterm_as_interrupt():
+        try:
+            outcome = fuzz(request, stderr)
+        except KeyboardInterrupt:
+            if not db.exists():
+                raise RunInterrupted("interrupted before the run started; nothing was stored", resumable=False) from None
+            raise RunInterrupted(f"interrupted; the results stored in {db} stay", "conformance fuzz") from None
+    for line in class_lines(outcome.classes, outcome.shrunk):
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+    if json_path:
+        _write_json(json_path, classes_json(outcome.classes, outcome.shrunk))
+    unshrunk = sum(found.key not in outcome.shrunk for found in outcome.classes)
+    if "shrink" in outcome.cut_short and unshrunk:
+        _warn(f"the time budget ended before every class was shrunk: {unshrunk} show the smallest config seen")
+    if "explore" in outcome.cut_short:
+        stdout.print(f"explored {outcome.explored} configs in the time budget; --seed {request.seed}"
+                     f" --max-examples {outcome.explored} explores the same ones on any machine")
+    new = sum(found.key.known_divergence is None for found in outcome.classes)
+    configs = len({(r.config_id, r.expect) for r in outcome.results})
+    stdout.print(f"fuzz run {outcome.run.run_id}: {configs} configs, {len(outcome.results)} results,"
+                 f" {len(outcome.classes)} failure classes ({new} NEW); stored in {db}")
+    sys.exit(1 if new else 0)
+
+
+@app.command("repro")
+@click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
+@click.option("--config", "config", required=True, help="the config's id (or a 6+ character prefix) or label")
+@click.option("--backend", required=True, help="the backend whose result to reproduce")
+@click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="folder to write (created)")
+def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path) -> None:
+    """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
+    from deploykit import backends as registry
+    from deploykit.repro import install_line, write_bundle
+
+    registry.get(backend)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output} is a file; give a folder")
+    bundle = write_bundle(db, config, backend, output, run_id)
+    spec_label = bundle.result.label
+    stdout.print(f"wrote {', '.join(bundle.files)} to {output} ({bundle.result.verdict} of {backend} on {spec_label})",
+                 markup=False, highlight=False)
+    from deploykit.spec import ConvTransposeSpec
+
+    spec = ConvTransposeSpec.from_dict(bundle.result.spec)
+    stdout.print(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}",
+                 markup=False, highlight=False)
 
 
 @app.command("profile")
@@ -338,10 +510,15 @@ def profile_command(
 
     from deploykit import backends as registry
     from deploykit.onnxread import parse_shape
-    from deploykit.profile import matrix_spec, profile, report, targets_for_model, targets_for_spec
+    from deploykit.backends import require_available
+    from deploykit.profile import failing_rows, matrix_spec, profile, report, targets_for_model, targets_for_spec
     from deploykit.report import profile_table
 
+    if not (math.isfinite(warmup_ms) and math.isfinite(duration)):
+        raise UsageError(f"--warmup-ms ({warmup_ms:g}) and --duration ({duration:g}) must be finite numbers")
     names = registry.parse(backends)
+    if click.get_current_context().get_parameter_source("backends") != ParameterSource.DEFAULT:
+        require_available(names, "--backends")
     batches = _int_list(batch, "--batch")
     if (model is None) == (matrix is None):
         raise UsageError("give either MODEL.onnx or --matrix M --config LABEL")
@@ -360,6 +537,11 @@ def profile_command(
     profile_table(rows, stdout, source)
     if json_path:
         _write_json(json_path, report(rows, options, source))
+    failed = failing_rows(rows)
+    if failed:
+        stdout.print(f"{len(failed)} row(s) where the backend rejected or crashed on the model: "
+                     + ", ".join(f"{row.backend} (batch {row.batch}): {row.status}" for row in failed))
+        sys.exit(1)
 
 
 @app.command("export")
@@ -375,6 +557,8 @@ def profile_command(
 @click.option("--rtol", type=float, default=None, help="whole-model tolerance override")
 @click.option("--atol", type=float, default=None, help="whole-model tolerance override")
 @click.option("--engine", type=click.Path(path_type=Path), default=None, help="also build a TensorRT engine here")
+@click.option("--engine-profile", default="default", show_default=True, help="with --engine: engines/profiles/NAME.yaml, or a profile YAML path")
+@click.option("--engine-precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="with --engine: build precision (fp32: the model's own types)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the verification report here")
 def export_command(
     target: str,
@@ -389,28 +573,36 @@ def export_command(
     rtol: float | None,
     atol: float | None,
     engine: Path | None,
+    engine_profile: str,
+    engine_precision: str,
     json_path: Path | None,
 ) -> None:
     """Export TARGET (built-in example, package.module:factory or file.py:factory) to ONNX and verify it."""
     from deploykit import backends as registry
     from deploykit import engines
     from deploykit.errors import lazy_import
-    from deploykit.export.exporter import ExportFailed, ExportOptions, default_verify_backends, run_export
+    from deploykit.export.exporter import ExportFailed, ExportOptions, default_verify_backends, make_output_folder, run_export
     from deploykit.export.target import resolve
+    from deploykit.backends import require_available
     from deploykit.report.export import export_summary
 
+    for option, value in (("--rtol", rtol), ("--atol", atol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{option} {value:g} must be a finite number >= 0")
+    engine_settings = _engine_settings(engine_profile, engine_precision, dtype) if engine is not None else None
     lazy_import("torch", "torch", "torch")
-    if engine is not None:
-        reason = engines.availability()
-        if reason:
-            raise UsageError(f"--engine: cannot build a TensorRT engine here: {reason}")
     backends = registry.parse(verify_backends) if verify_backends is not None else default_verify_backends()
+    if verify_backends is not None:
+        require_available(backends, "--verify-backends")
     axes = {0: "batch"} if dynamic_batch else {}
     for text in dynamic_axes:
         axis, sep, name = text.partition("=")
-        if not sep or not axis.isdigit() or not name:
+        if not sep or not re.fullmatch(r"[0-9]+", axis) or not name:  # str.isdigit() takes '²', which int() refuses
             raise UsageError(f"--dynamic-axis {text!r} must be AXIS=NAME, e.g. 3=time")
         axes[int(axis)] = name
+    output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")
+    make_output_folder(output)  # a bad -o is a usage error before any work, not an exporter refusal
+    _check_writable_file(output, "-o")
     module, inputs = resolve(target)
     if input_shapes:
         import torch
@@ -422,7 +614,6 @@ def export_command(
     if inputs is None:
         raise UsageError(f"TARGET {target!r} gives no example inputs; pass --input-shape, e.g. --input-shape 1x128x1x1")
     _check_runs(module, inputs, target)
-    output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")
     options = ExportOptions(
         output=output, opset=opset, exporter=exporter, dtype=dtype, dynamic_axes=axes,
         verify_backends=backends, rtol=rtol, atol=atol,
@@ -432,13 +623,39 @@ def export_command(
     except ExportFailed as error:  # the exporter refused the model: a finding, not a usage error
         _error(str(error))
         sys.exit(1)
+    engine_refused = None
     if engine is not None and report.exit_code == 0:
-        engines.build_engine(output.read_bytes(), engine, fp16=dtype == "float16")
-        report.engine = str(engine)
+        try:
+            engines.export_engine(output.read_bytes(), engine, engine_precision, engine_settings)
+            report.engine = str(engine)
+        except engines.EngineRefused as error:  # TensorRT refused the model: a finding
+            engine_refused = f"--engine: TensorRT refused the model: {error}"
     export_summary(report, stdout)
     if json_path:
         _write_json(json_path, report.as_dict())
-    sys.exit(report.exit_code)
+    if engine_refused:
+        _error(engine_refused)
+    sys.exit(1 if engine_refused else report.exit_code)
+
+
+def _engine_settings(profile_name: str, precision: str, dtype: str):
+    """The engine profile for --engine, checked before any work: a bad profile, a precision it
+    leaves out, or no TensorRT/GPU here is one line, not a failure after the export."""
+    from deploykit import engines
+    from deploykit.engine_profiles import load_profile
+
+    profile = load_profile(profile_name)
+    problem = engines.precision_problem(precision, dtype, profile)
+    if problem:
+        raise UsageError(f"--engine-precision {precision}: {problem}")
+    reason = engines.availability()
+    if reason:
+        raise UsageError(f"--engine: cannot build a TensorRT engine here: {reason}")
+    problem = engines.precision_problem(precision, dtype, profile, engines.tensorrt_version())
+    if problem:  # what this TensorRT version cannot build
+        raise UsageError(f"--engine-precision {precision}: {problem}")
+    engines.check_profile_fits_gpu(profile)
+    return profile
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -470,7 +687,8 @@ def _check_runs(module, inputs: tuple, target: str) -> None:
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="results database: show recorded verdicts")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the findings here")
 def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db: Path | None, json_path: Path | None) -> None:
-    """Report every ConvTranspose hazard in MODEL.onnx; exit 1 on a hazard for a requested backend."""
+    """Report every ConvTranspose hazard in MODEL.onnx; exit 1 on a hazard, an unresolved node, or a
+    new finding recorded in --db for a node's exact config, on a requested backend."""
     from deploykit import backends as registry
     from deploykit.lint import as_json, lint
     from deploykit.onnxread import load_model, parse_shape, resolve_shapes
@@ -488,7 +706,7 @@ def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db:
         # dynamic axes change padding and shapes, so they must be given (the error says how).
         concrete = resolve_shapes(loaded, {}, batch=1)
     if db is not None and not db.is_file():
-        raise UsageError(f"results database {db} does not exist")
+        raise UsageError(f"results database {db} {'is a directory' if db.is_dir() else 'does not exist'}")
     reports = lint(loaded, concrete, requested, db)
     hazards = lint_summary(reports, stdout, str(model))
     if json_path:
@@ -524,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(error))
         return 2
     except RunInterrupted as error:
-        _error(f"{error}: finish the run with `deploykit conformance run --resume` and the same --db")
+        _error(f"{error}: finish the run with `deploykit {error.command} --resume` and the same --db" if error.resumable else str(error))
         return 130
     except RunAborted as error:
         hint = "what was stored stays: fix the cause, then finish with --resume" if error.resumable else "fix the cause and run again"

@@ -18,18 +18,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deploykit import backends as registry
-from deploykit import environment, liveness, resources
+from deploykit import divergences, environment, liveness, resources
 from deploykit.errors import RunAborted, UsageError
 from deploykit.result import Result
 from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
-from deploykit.metrics import SKIPPED, Tolerance
+from deploykit.metrics import Tolerance
 from deploykit.store import Run, Store
 
 DEFAULT_TIMEOUT = 120.0
 #: Options a resumed run takes from the run itself; giving a different one is a usage error.
-RESUME_FIXED = ("matrix", "backends", "dtypes", "tolerance", "latency", "precisions")
+RESUME_FIXED = ("matrix", "backends", "dtypes", "tolerance", "latency", "precisions", "shard")
 
 
 @dataclass
@@ -46,6 +46,8 @@ class RunRequest:
     #: build precisions; every (config, backend) runs at each (a backend that cannot honour one says so)
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
     max_memory: int | None = None  # per-config budget in bytes; None: resources.default_budget()
+    #: (K, N): run only shard K of N of the tasks (`--shard K/N`); `deploykit conformance merge` joins them
+    shard: tuple[int, int] | None = None
     #: the RESUME_FIXED options the user gave explicitly (checked against a resumed run)
     explicit: set[str] = field(default_factory=set)
 
@@ -56,11 +58,6 @@ class RunOutcome:
     results: list[Result]
     environment: dict
     notes: list[str]  # one line each: what deploykit decided for the user (e.g. fewer workers)
-
-
-def is_failure(result: Result) -> bool:
-    """Counts against the exit code: any non-pass that is neither skipped nor a known divergence."""
-    return result.verdict != "pass" and result.verdict not in SKIPPED and not result.known_divergence
 
 
 def matrix_hash(matrix: Matrix) -> str:
@@ -89,6 +86,8 @@ def _parameters(request: RunRequest, matrix: Matrix, jobs: int) -> dict:
         "timeout": request.timeout,
         "jobs": jobs,
         "threads_per_worker": _threads_per_worker(jobs),
+        "shard": list(request.shard) if request.shard else None,
+        "planned_total": len(matrix.specs) * len(request.backends) * len(request.precisions),
     }
 
 
@@ -106,13 +105,19 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
         "tolerance": None if request.tolerance is None else vars(request.tolerance),
         "latency": request.latency,
         "precisions": request.precisions,
+        "shard": list(request.shard) if request.shard else None,
     }
     for name in RESUME_FIXED:
-        if name in request.explicit and given[name] != stored.get(name):
+        if name in request.explicit and _comparable(name, given[name]) != _comparable(name, stored.get(name)):
             raise UsageError(
                 f"--resume finishes the run as it started, with --{name} {stored.get(name)!r}, not {given[name]!r};"
                 f" drop --{name}, or drop --resume to start a new run"
             )
+
+
+def _comparable(name: str, value):
+    """Lists whose order does not change what runs (backends, dtypes, precisions) compare as sets."""
+    return frozenset(value) if name in ("backends", "dtypes", "precisions") and value is not None else value
 
 
 def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
@@ -130,6 +135,7 @@ def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
         latency=parameters.get("latency"),
         precisions=_stored_precisions(parameters),
         max_memory=request.max_memory,
+        shard=tuple(parameters["shard"]) if parameters.get("shard") else None,
     )
 
 
@@ -151,6 +157,8 @@ def _resumable(store: Store, request: RunRequest) -> Run:
     previous = store.latest_run(unfinished_only=True)
     if previous is None:
         raise UsageError(f"nothing to resume in {request.db}: its last run is complete (drop --resume)")
+    if previous.parameters.get("kind") == "fuzz":
+        raise UsageError(f"run {previous.run_id} in {request.db} is a fuzz run: finish it with `deploykit conformance fuzz --resume`")
     timeout = request.timeout or previous.parameters.get("timeout") or DEFAULT_TIMEOUT
     live = liveness.still_running(previous.owner, store.last_activity(previous), timeout)
     if live:
@@ -159,8 +167,20 @@ def _resumable(store: Store, request: RunRequest) -> Run:
     return previous
 
 
-def _tasks(matrix: Matrix, backends: list[str], precisions: list[str]) -> list[Task]:
-    return [Task(spec, backend, precision) for spec in matrix.specs for backend in backends for precision in precisions]
+def _tasks(matrix: Matrix, backends: list[str], precisions: list[str], shard: tuple[int, int] | None = None) -> list[Task]:
+    tasks = [Task(spec, backend, precision) for spec in matrix.specs for backend in backends for precision in precisions]
+    return tasks if shard is None else shard_of(tasks, *shard)
+
+
+def shard_of(tasks: list[Task], index: int, count: int) -> list[Task]:
+    """Shard `index` of `count` (1-based): a deterministic, balanced split.
+
+    Tasks are ordered by their key, whose config part is a content hash, so the order (and the split)
+    depends only on what is run, never on the machine or the matrix file's layout; dealing them out
+    in turn gives every shard the same number of tasks, to within one, and a fair mix of backends.
+    """
+    ordered = sorted(tasks, key=lambda task: task.key)
+    return [task for position, task in enumerate(ordered) if position % count == index - 1]
 
 
 def _open_resumed(request: RunRequest) -> tuple[Store, RunRequest, Matrix, int, Run]:
@@ -194,11 +214,12 @@ def run(request: RunRequest, console: Console) -> RunOutcome:
         store = Store(request.db)
     try:
         jobs, note = resources.worker_count(request.jobs, largest)
-        tasks = _tasks(matrix, request.backends, request.precisions)
+        tasks = _tasks(matrix, request.backends, request.precisions, request.shard)
         if previous is None:
             env = environment.collect()
             parameters = _parameters(request, matrix, jobs)
-            run_id = store.start_run(matrix.name, parameters, env, len(tasks), liveness.current_owner())
+            run_id = store.start_run(matrix.name, parameters, env, len(tasks), liveness.current_owner(),
+                                     divergences.snapshot(divergences.load()))
         else:
             run_id, env = previous.run_id, previous.environment
         _execute(store, run_id, tasks, request, jobs, console)

@@ -8,6 +8,7 @@ release must become a finding again where it comes back.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Annotated
@@ -109,6 +110,22 @@ def load(path: Path | str = KNOWN_DIVERGENCES) -> list[Divergence]:
             raise UsageError(f"{where}: id {divergence.id!r} is already used by entry {earlier}")
         table.append(divergence)
     return table
+
+
+def snapshot(table: list[Divergence]) -> list[dict]:
+    """The table as stored with a run, as it would be written (empty optional fields left out)."""
+    return [{k: v for k, v in dataclasses.asdict(entry).items() if v not in ("", (), [])} for entry in table]
+
+
+def for_run(stored: list[dict] | None) -> list[Divergence]:
+    """The table a run was judged with; the current one for a run from before it was stored (or
+    whose entries no longer validate: a hazard since renamed)."""
+    if stored is not None:
+        try:
+            return [Divergence(**entry) for entry in stored]
+        except (TypeError, ValueError):
+            pass
+    return load()
 
 
 def match(table: list[Divergence], spec: ConvTransposeSpec, backend: str, verdict: str, precision: str = "fp32",

@@ -26,10 +26,12 @@ from deploykit.result import Result
 
 #: 1: the first layout.  2: runs.owner; results.accumulation and results.float32_sum_ratio.
 #: 3: results.precision, part of the primary key (a result is per build precision).
-SCHEMA_VERSION = 3
+#: 4: runs.known_divergences, the table a run was judged with (reports of old runs never change).
+SCHEMA_VERSION = 4
 _RESULT_FIELDS = [f.name for f in fields(Result)]
 _JSON_FIELDS = {"expected_shape", "actual_shape", "onnx_inferred_shape", "spec"}
-_RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "matrix", "parameters", "environment", "planned", "owner")
+_RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "matrix", "parameters", "environment", "planned", "owner",
+                "known_divergences")
 
 _RESULTS_TABLE = f"""
 CREATE TABLE IF NOT EXISTS results (
@@ -50,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     parameters TEXT NOT NULL,      -- JSON: backends, dtypes, tolerance, latency, matrix hash, ...
     environment TEXT NOT NULL,     -- JSON: versions, CPU/GPU
     planned INTEGER NOT NULL,
-    owner TEXT                     -- JSON: host, pid, process start time (see deploykit.liveness)
+    owner TEXT,                    -- JSON: host, pid, process start time (see deploykit.liveness)
+    known_divergences TEXT         -- JSON: the known-divergence table the run was judged with
 );
 {_RESULTS_TABLE}"""
 
@@ -66,6 +69,7 @@ class Run:
     environment: dict[str, Any]
     planned: int
     owner: dict[str, Any] | None = None
+    known_divergences: list[dict] | None = None  # None: a run from before schema 4
 
     @property
     def complete(self) -> bool:
@@ -138,6 +142,8 @@ class Store:
         self._run_columns = _columns(self.db, "runs")
 
     def _open_read_only(self) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise UsageError(f"results database {self.path} is a directory; give the database file")
         if not self.path.is_file():
             raise UsageError(
                 f"results database {self.path} does not exist; run `deploykit conformance run --db {self.path}` first"
@@ -180,8 +186,9 @@ class Store:
             for name in _RESULT_FIELDS:
                 if name not in have:
                     db.execute(f"ALTER TABLE results ADD COLUMN {name} {'TEXT' if name in _JSON_FIELDS else ''}".strip())
-            if "owner" not in _columns(db, "runs"):
-                db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+            for column in ("owner", "known_divergences"):
+                if column not in _columns(db, "runs"):
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except BaseException:
@@ -213,27 +220,31 @@ class Store:
         self.db.close()
 
     # ----- runs ------------------------------------------------------------------------------
-    def start_run(self, matrix: str, parameters: dict, environment: dict, planned: int, owner: dict | None = None) -> int:
+    def start_run(self, matrix: str, parameters: dict, environment: dict, planned: int, owner: dict | None = None,
+                  known_divergences: list[dict] | None = None) -> int:
         cursor = self.db.execute(
-            "INSERT INTO runs (started_at, status, matrix, parameters, environment, planned, owner)"
-            " VALUES (?, 'running', ?, ?, ?, ?, ?)",
-            (time.time(), matrix, json.dumps(parameters), json.dumps(environment), planned, json.dumps(owner)),
+            "INSERT INTO runs (started_at, status, matrix, parameters, environment, planned, owner, known_divergences)"
+            " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+            (time.time(), matrix, json.dumps(parameters), json.dumps(environment), planned, json.dumps(owner),
+             json.dumps(known_divergences)),
         )
         return int(cursor.lastrowid)
 
     def take_over(self, run_id: int, owner: dict) -> None:
         self.db.execute("UPDATE runs SET owner=? WHERE run_id=?", (json.dumps(owner), run_id))
 
-    def finish_run(self, run_id: int) -> None:
-        self.db.execute("UPDATE runs SET status='complete', finished_at=? WHERE run_id=?", (time.time(), run_id))
+    def finish_run(self, run_id: int, planned: int | None = None) -> None:
+        """Mark a run complete; a run that could not know its size in advance (a fuzz run) gives it now."""
+        self.db.execute("UPDATE runs SET status='complete', finished_at=?, planned=COALESCE(?, planned) WHERE run_id=?",
+                        (time.time(), planned, run_id))
 
     def _select_runs(self, where: str = "", order: str = "ASC", limit: str = "") -> list[Run]:
         columns = ", ".join(c if c in self._run_columns else f"NULL AS {c}" for c in _RUN_COLUMNS)
         rows = self.db.execute(f"SELECT {columns} FROM runs {where} ORDER BY run_id {order} {limit}").fetchall()
         runs = []
-        for run_id, started, finished, status, matrix, parameters, environment, planned, owner in rows:
+        for run_id, started, finished, status, matrix, parameters, environment, planned, owner, known in rows:
             runs.append(Run(run_id, started, finished, status, matrix, json.loads(parameters), json.loads(environment),
-                            planned, json.loads(owner) if owner else None))
+                            planned, json.loads(owner) if owner else None, json.loads(known) if known else None))
         return runs
 
     def runs(self) -> list[Run]:

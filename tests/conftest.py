@@ -17,7 +17,7 @@ def fault_backends(monkeypatch):
         "crashy=fault_backends:CrashBackend,hangy=fault_backends:HangBackend,"
         "drifty=fault_backends:DriftBackend,slowish=fault_backends:SlowBackend,"
         "killed=fault_backends:SigkillBackend,nostart=fault_backends:StartupKillerBackend,"
-        "minimal=fault_backends:MinimalOnnxBackend",
+        "minimal=fault_backends:MinimalOnnxBackend,absent=fault_backends:AbsentBackend",
     )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.syspath_prepend(str(TESTS))

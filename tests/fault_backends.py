@@ -118,3 +118,12 @@ class MinimalOnnxBackend(Backend):
             return dict(zip(names, state["session"].run(names, feeds)))
 
         return CallableRunner(infer, prepare)
+
+
+class AbsentBackend(ReferenceBackend):
+    """A backend whose package is missing on this machine."""
+
+    name = "absent"
+
+    def probe(self) -> Availability:
+        return Availability(False, None, "needs the 'absent' package; install it with: pip install absent")

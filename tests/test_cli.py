@@ -13,6 +13,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from deploykit import backends as registry
+
 from conftest import ROOT
 
 
@@ -46,10 +48,11 @@ def test_smoke_run_passes_with_known_divergences_marked(smoke_run):
     assert "Verdicts per backend" in proc.stdout
     assert "0 new findings" in proc.stdout
     report = json.loads((folder / "r.json").read_text())
-    assert report["run"]["complete"] and report["run"]["recorded"] == report["run"]["planned"] == 124
+    defaults = registry.default_backends()[0]  # every installed CPU backend of a default run
+    assert report["run"]["complete"] and report["run"]["recorded"] == report["run"]["planned"] == 31 * len(defaults)
     records = report["results"]
     backends = {r["backend"] for r in records}
-    assert backends == {"reference", "onnx-reference", "ort-cpu", "torch-cpu"}
+    assert backends == set(defaults) >= {"reference", "onnx-reference", "ort-cpu", "torch-cpu"}
     by = {(r["label"], r["backend"]): r for r in records}
     # The divergences the README lists come out as findings with a reason, marked known.
     ort_op = by[("2d-op-below-dilation-only", "ort-cpu")]
@@ -76,7 +79,9 @@ def test_report_formats_read_the_database(smoke_run):
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == json.loads((folder / "r.json").read_text())
     as_md = deploykit("conformance", "report", "--db", "r.db", "--format", "md", "-o", "r.md", cwd=folder)
-    assert as_md.returncode == 0 and (folder / "r.md").read_text().startswith("| config |")
+    markdown = (folder / "r.md").read_text()
+    assert as_md.returncode == 0 and markdown.startswith("### deploykit conformance: ✅ 0 new finding(s)")
+    assert "| ort-cpu | 26 |" in markdown and "`ort-output-padding-ge-stride`" in markdown
     table = deploykit("conformance", "report", "--db", "r.db", cwd=folder)
     assert table.returncode == 0 and "Verdicts per backend" in table.stdout
 
@@ -227,3 +232,11 @@ def test_a_missing_divergence_table_fails_before_any_work(tmp_path):
                      env={"DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path / "elsewhere")}, cwd=tmp_path)
     assert_usage_error(proc, "known-divergence table", "known_divergences.yaml does not exist")
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("command", [["conformance", "run", "--matrix", "smoke"], ["conformance", "fuzz", "--max-examples", "3"]])
+def test_a_named_backend_that_cannot_run_is_a_usage_error(fault_backends, tmp_path, command):
+    """A CI job that names a backend must not go green because it is missing: exit 2, its reason, no database."""
+    proc = deploykit(*command, "--backends", "reference,absent", "--db", "r.db", cwd=tmp_path)
+    assert proc.returncode == 2 and "absent is not available" in proc.stderr and "pip install absent" in proc.stderr
+    assert not (tmp_path / "r.db").exists()

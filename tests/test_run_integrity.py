@@ -243,7 +243,7 @@ def test_report_of_an_unfinished_run_says_so_in_every_format(tmp_path, fault_bac
     table = deploykit("conformance", "report", "--db", str(db))
     assert table.returncode == 0 and "INCOMPLETE: run 1 recorded" in table.stdout
     md = deploykit("conformance", "report", "--db", str(db), "--format", "md")
-    assert md.stdout.startswith("**INCOMPLETE: run 1")
+    assert "**INCOMPLETE: run 1 recorded" in md.stdout
     run = json.loads(deploykit("conformance", "report", "--db", str(db), "--format", "json").stdout)["run"]
     assert run["complete"] is False and run["status"] == "running" and 0 < run["recorded"] < run["planned"] == 31
 
@@ -301,6 +301,7 @@ def _back_to_schema_1(db: Path) -> None:
         connection.execute(f"INSERT INTO results SELECT {', '.join(columns)} FROM new_results")
         connection.execute("DROP TABLE new_results")
         connection.execute("ALTER TABLE runs DROP COLUMN owner")
+        connection.execute("ALTER TABLE runs DROP COLUMN known_divergences")
         connection.execute("UPDATE runs SET parameters = json_set(json_remove(parameters, '$.precisions'), '$.precision', 'tf32')")
         connection.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     connection.close()
@@ -356,3 +357,22 @@ def test_a_full_disk_stops_the_run_with_exit_2_and_an_intact_database(tmp_path):
     resumed = deploykit("conformance", "run", "--resume", "--db", str(db), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert _count(db) == 31
+
+
+def test_liveness_of_a_run_owner():
+    import os as _os
+    import socket
+    import time as _time
+
+    from deploykit import liveness
+
+    now = _time.time()
+    parent = {"host": socket.gethostname(), "pid": _os.getppid(), "start": liveness._start_time(_os.getppid())}
+    assert liveness.still_running(None, now, 120) is None
+    assert "still running in process" in liveness.still_running(parent, now, 120)
+    assert liveness.still_running({**parent, "start": "0"}, now, 120) is None  # a recycled pid is not the owner
+    remote = {"host": "another-host", "pid": 1, "start": "1"}
+    assert "may still be running" in liveness.still_running(remote, now - 30, 120)
+    # a remote task may be quiet for as long as deploykit's own work limit, beyond the backend's timeout
+    assert "may still be running" in liveness.still_running(remote, now - 300, 120)
+    assert liveness.still_running(remote, now - 3600, 120) is None

@@ -23,11 +23,12 @@ BUILTIN: dict[str, str] = {
     "torch-cpu": "deploykit.backends.torch_backend:TorchCpuBackend",
     "openvino-cpu": "deploykit.backends.openvino:OpenVinoCpuBackend",
     "tract-cpu": "deploykit.backends.tract:TractCpuBackend",
+    "tvm-cpu": "deploykit.backends.tvm:TvmCpuBackend",
+    "tinygrad-cpu": "deploykit.backends.tinygrad:TinygradCpuBackend",
     "ort-cuda": "deploykit.backends.ort:OrtCudaBackend",
     "torch-cuda": "deploykit.backends.torch_backend:TorchCudaBackend",
+    "tensorrt": "deploykit.backends.tensorrt:TensorRtBackend",
 }
-#: What `conformance run` uses when --backends is not given: every CPU backend.
-DEFAULT_BACKENDS = ("reference", "onnx-reference", "ort-cpu", "torch-cpu")
 
 
 def _registered() -> dict[str, str]:
@@ -72,10 +73,35 @@ def deployment_targets() -> list[str]:
     return targets
 
 
+def default_backends() -> tuple[list[str], list[str]]:
+    """What `conformance run` uses when --backends is not given: every available CPU backend that
+    declares itself fit for a default run (fast enough for the shipped matrices), and, apart, the
+    ones left out because they are not installed (so the user can be told how to add them)."""
+    chosen, missing = [], []
+    for name in names():
+        try:
+            backend = get(name)
+        except UsageError:  # a broken plugin: `deploykit backends` says why
+            continue
+        if backend.device != "cpu" or not backend.capabilities.in_default_run:
+            continue
+        (chosen if backend.probe().available else missing).append(name)
+    return chosen, missing
+
+
+def require_available(names: list[str], option: str) -> None:
+    """A backend the user named must run on this machine: a run that silently reports it
+    `unavailable` and exits 0 would let a CI job that asked for a GPU backend go green."""
+    for name in names:
+        availability = get(name).probe()
+        if not availability.available:
+            raise UsageError(f"{option}: {name} is not available on this machine: {availability.reason}")
+
+
 def parse(csv: str | None) -> list[str]:
     """Names from a comma-separated --backends value, checked against the registry."""
     if csv is None:
-        return list(DEFAULT_BACKENDS)
+        return default_backends()[0]
     requested = [part.strip() for part in csv.split(",") if part.strip()]
     if not requested:
         raise UsageError(f"--backends {csv!r} names no backend; known backends: {', '.join(names())}")
@@ -86,4 +112,4 @@ def parse(csv: str | None) -> list[str]:
     return requested
 
 
-__all__ = ["Availability", "Backend", "Runner", "get", "names", "parse", "deployment_targets", "DEFAULT_BACKENDS", "BUILTIN"]
+__all__ = ["Availability", "Backend", "Runner", "get", "names", "parse", "require_available", "default_backends", "deployment_targets", "BUILTIN"]
