@@ -100,3 +100,26 @@ def test_float64_error_where_nothing_reaches_an_output_is_still_drift():
 
 def test_float64_ulp_distance_across_signs_does_not_overflow():
     assert ulp_distance(np.array([-2.0]), np.array([2.0]), "float64") == 2 * 0x4000000000000000
+
+
+def _tf32(array: np.ndarray) -> np.ndarray:
+    """Round float32 values to TF32's 10-bit mantissa (round to nearest even on the dropped 13 bits)."""
+    bits = array.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x0FFF + ((bits >> 13) & 1)) & ~np.uint64(0x1FFF)
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("spec", [DECODER_F32, ConvTransposeSpec((1, 256, 8, 8), 128, (4, 4), strides=2, pads=1)],
+                         ids=["decoder-32ch", "decoder-256ch"])
+@pytest.mark.parametrize("lower", ["float16 operands", "tf32 operands"])
+def test_float32_model_computed_with_narrower_operands_is_drift(spec, lower):
+    """The silent precision loss a float32 deployment must never pass: a kernel that rounds the
+    operands to float16 or TF32 (an unrequested fast path) while summing in float32."""
+    from deploykit.reference import run_spec
+
+    case = build_case(spec)
+    exact = ExactAnswer(spec, case.x, case.w, case.b)
+    narrow = (lambda a: a.astype(np.float16).astype(np.float64)) if lower == "float16 operands" else (lambda a: _tf32(a).astype(np.float64))
+    computed = run_spec(spec, narrow(case.x), narrow(case.w), case.b.astype(np.float64)).astype(np.float32)
+    judged = judge_output(spec, computed, exact, FLOAT32)
+    assert judged.verdict == "drift", (judged.reason, judged.drift.bound_ratio)
