@@ -31,6 +31,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = "{runtime}"
+VERSION = {version}
 DTYPE = "{dtype}"
 FEEDS = {feeds}  # the graph inputs, in order
 SPEC_INVALID = {invalid}  # the model breaks a rule of the ONNX spec: a runtime must refuse it
@@ -71,7 +72,7 @@ def compare(actual):
 
 
 def main():
-    print(f"{{RUNTIME}} {{{version}}}, numpy {{np.__version__}}")
+    print(f"{{RUNTIME}} {{VERSION}}, numpy {{np.__version__}}")
     feeds = {{name: load(name) for name in FEEDS}}
     try:
         actual = np.asarray(run(str(HERE / "model.onnx"), feeds))
