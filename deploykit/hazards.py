@@ -80,6 +80,96 @@ def _same_kernel_within_stride(spec: ConvTransposeSpec) -> bool:
     )
 
 
+def _output_shape_ignored(spec: ConvTransposeSpec) -> bool:
+    """output_shape asks for a size other than the one the same config has without it (input x
+    stride under SAME_*, else the natural size: ONNX ignores pads given with output_shape)."""
+    return spec.output_shape is not None and spec.output_spatial != spec.replace(output_shape=None).output_spatial
+
+
+def _valid_not_input_x_stride(spec: ConvTransposeSpec) -> bool:
+    """auto_pad VALID (no padding) where the natural size is not input x stride on some axis."""
+    return (
+        spec.auto_pad == "VALID"
+        and spec.output_shape is None
+        and spec.natural_spatial != tuple(i * s for i, s in zip(spec.in_spatial, spec.strides))
+    )
+
+
+def _pads_with_auto_pad(spec: ConvTransposeSpec) -> bool:
+    """pads written beside auto_pad SAME_*/VALID: the spec forbids the pair, so runtimes that run it
+    disagree on which of the two wins."""
+    return spec.auto_pad != "NOTSET" and any(spec.pads)
+
+
+def _output_shape_beyond_stride(spec: ConvTransposeSpec) -> bool:
+    """output_shape at least stride - output_padding beyond the natural output on some axis: no input
+    size maps to it, so a runtime that recomputes the input size from output_shape refuses it."""
+    return spec.output_shape is not None and any(
+        o - n >= s - op
+        for o, n, s, op in zip(spec.output_shape, spec.natural_spatial, spec.strides, spec.output_padding)
+        if o > n
+    )
+
+
+def _grouped_output_shape_crop(spec: ConvTransposeSpec) -> bool:
+    """group > 1 with an output_shape whose pads crop at the start: the grouped path is a separate
+    operator in some converters, and the pads can be lost on the way to it."""
+    return spec.group > 1 and spec.output_shape is not None and any(b > 0 for b in spec.resolved_pads()[0])
+
+
+def _pointwise_output_padding_crop(spec: ConvTransposeSpec) -> bool:
+    """A 1-tap stride-1 kernel on every axis whose output_padding is cropped off again (output size =
+    input size), some of it at the start: the result is the plain product shifted, which a 1x1 fast
+    path that ignores the pads gets wrong."""
+    begin, end = spec.resolved_pads()
+    return any(b > 0 for b in begin) and all(
+        k == 1 and s == 1 and b + e == op
+        for k, s, op, b, e in zip(spec.kernel_shape, spec.strides, spec.output_padding, begin, end)
+    )
+
+
+def _pads_beyond_output(spec: ConvTransposeSpec) -> bool:
+    """Explicit pads that crop more than the whole natural output on some axis (a negative size):
+    spec-invalid, and a runtime must refuse the model rather than build a negative shape."""
+    begin, end = spec.pads[: spec.rank], spec.pads[spec.rank:]
+    return any(n - b - e < 0 for n, b, e in zip(spec.natural_spatial, begin, end))
+
+
+def _same_output_padding_beyond_size(spec: ConvTransposeSpec) -> bool:
+    """SAME_* (no pads) with output_padding larger than input x stride on some axis: a runtime that
+    subtracts output_padding from input x stride computes a negative size."""
+    return _same(spec) and not any(spec.pads) and any(
+        op > i * s for op, i, s in zip(spec.output_padding, spec.in_spatial, spec.strides)
+    )
+
+
+def _bf16_3d_depth_output_padding(spec: ConvTransposeSpec) -> bool:
+    """bfloat16 3-D with output_padding on the depth axis that the crop keeps, a depth kernel above 1
+    and an output width above 16: the shapes for which oneDNN's AMX bfloat16 deconvolution was measured
+    to leave those output_padding elements unwritten."""
+    if spec.dtype != "bfloat16" or spec.rank != 3:
+        return False
+    end = spec.resolved_pads()[1]
+    return spec.output_padding[0] > end[0] and spec.kernel_shape[0] > 1 and spec.output_spatial[-1] > 16
+
+
+def _bf16_output_between_taps(spec: ConvTransposeSpec) -> bool:
+    """bfloat16 where, along an axis before the last, the output window lies wholly between the
+    positions the dilated kernel taps reach: no input value reaches any output (each is the bias)."""
+    if spec.dtype != "bfloat16":
+        return False
+    begin = spec.resolved_pads()[0]
+    for axis in range(spec.rank - 1):
+        reached = {
+            i * spec.strides[axis] + t * spec.dilations[axis]
+            for i in range(spec.in_spatial[axis])
+            for t in range(spec.kernel_shape[axis])
+        }
+        if not reached.intersection(range(begin[axis], begin[axis] + spec.output_spatial[axis])):
+            return True
+    return False
+
+
 def _is_same(spec: ConvTransposeSpec) -> bool:
     return spec.auto_pad in ("SAME_UPPER", "SAME_LOWER")
 
@@ -152,6 +242,66 @@ HAZARDS: dict[str, Hazard] = {
             "same_kernel_within_stride",
             "SAME_* with a kernel extent at most the stride on some axis (a 1x1 kernel included)",
             _same_kernel_within_stride,
+        ),
+        Hazard(
+            "output_shape_ignored",
+            "output_shape that changes the output size: a runtime that ignores it returns the size"
+            " the config has without it",
+            _output_shape_ignored,
+        ),
+        Hazard(
+            "valid_not_input_x_stride",
+            "auto_pad VALID where the natural size is not input x stride: a runtime that pads VALID"
+            " like SAME_LOWER returns input x stride",
+            _valid_not_input_x_stride,
+        ),
+        Hazard(
+            "pads_with_auto_pad",
+            "pads set together with auto_pad SAME_*/VALID: spec-invalid; runtimes that run it disagree on"
+            " which one wins",
+            _pads_with_auto_pad,
+        ),
+        Hazard(
+            "output_shape_beyond_stride",
+            "output_shape at least (stride - output_padding) larger than the natural output: no input size"
+            " gives it; the spec zero-extends, some runtimes refuse the model",
+            _output_shape_beyond_stride,
+        ),
+        Hazard(
+            "grouped_output_shape_crop",
+            "group > 1 with an output_shape that crops at the start: a converter can lose the pads on the"
+            " grouped path",
+            _grouped_output_shape_crop,
+        ),
+        Hazard(
+            "pointwise_output_padding_crop",
+            "1x1 stride-1 kernel whose output_padding is cropped off again, partly at the start (output"
+            " size = input size): a 1x1 fast path can ignore the shift",
+            _pointwise_output_padding_crop,
+        ),
+        Hazard(
+            "pads_beyond_output",
+            "explicit pads larger than the natural output (a negative output size): spec-invalid, a runtime"
+            " must refuse it",
+            _pads_beyond_output,
+        ),
+        Hazard(
+            "same_output_padding_beyond_size",
+            "SAME_* with output_padding larger than input x stride: a runtime that subtracts"
+            " output_padding from input x stride gets a negative size",
+            _same_output_padding_beyond_size,
+        ),
+        Hazard(
+            "bf16_3d_depth_output_padding",
+            "bfloat16 3-D with output_padding on the depth axis (depth kernel > 1, output width > 16):"
+            " oneDNN's AMX kernel leaves those output elements unwritten",
+            _bf16_3d_depth_output_padding,
+        ),
+        Hazard(
+            "bf16_output_between_taps",
+            "bfloat16 where, along an outer axis, the whole output falls between the positions the dilated"
+            " kernel taps reach (every output is the bias alone)",
+            _bf16_output_between_taps,
         ),
         Hazard(
             "asymmetric_pads",
