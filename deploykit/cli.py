@@ -442,8 +442,9 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
     if "shrink" in outcome.cut_short and unshrunk:
         _warn(f"the time budget ended before every class was shrunk: {unshrunk} show the smallest config seen")
     if "explore" in outcome.cut_short:
-        stdout.print(f"explored {outcome.explored} configs in the time budget; --seed {request.seed}"
-                     f" --max-examples {outcome.explored} explores the same ones on any machine")
+        stdout.print(f"explored {outcome.explored} examples in the time budget (a config drawn twice counts"
+                     f" twice); --seed {request.seed} --max-examples {outcome.explored} explores the same"
+                     " ones on any machine")
     new = sum(found.key.known_divergence is None for found in outcome.classes)
     configs = len({(r.config_id, r.expect) for r in outcome.results})
     stdout.print(f"fuzz run {outcome.run.run_id}: {configs} configs, {len(outcome.results)} results,"
