@@ -9,7 +9,6 @@ fixed, so it can go into the runtime's own regression tests.
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from deploykit.store import Run, Store
 
 #: verdicts a script can show (a timeout would only hang; a skip is no discrepancy)
 REPRODUCIBLE = ("drift", "shape-mismatch", "rejected", "accepted-invalid", "nonfinite", "crash")
+#: files only some bundles have: an earlier bundle's copy in the same folder would belong to another config
+OPTIONAL_FILES = ("B.npy", "expected.npy", "bound.npy")
 
 
 @dataclass
@@ -56,6 +57,8 @@ def find_result(db: Path, config: str, backend: str, run_id: int | None = None) 
         store.close()
     if not found:
         raise UsageError(f"run {run.run_id} in {db} has no result of {backend} on config {config!r}")
+    # A run with several --precisions holds one result per precision; only fp32 has a script.
+    found = [r for r in found if r.precision == "fp32"] or found
     if len({(r.config_id, r.expect, r.precision) for r in found}) > 1:
         ids = ", ".join(sorted({r.config_id for r in found}))
         raise UsageError(f"config {config!r} names several results of {backend} ({ids}); give a config id")
@@ -94,6 +97,8 @@ def write_bundle(db: Path, config: str, backend: str, folder: Path, run_id: int 
         (folder / "model.onnx").write_bytes(case.model_bytes)
         (folder / "repro.py").write_text(script_text(spec, result, recipe, case.output_names))
         (folder / "ISSUE.md").write_text(issue_text(spec, result, recipe, run))
+        for stale in sorted(set(OPTIONAL_FILES) - set(files)):  # left by an earlier bundle in the folder
+            (folder / stale).unlink(missing_ok=True)
     except OSError as error:
         raise UsageError(f"-o {folder}: cannot write ({error.strerror})") from None
     return Bundle(folder, ["model.onnx", *files, "repro.py", "ISSUE.md"], result, recipe)
@@ -159,7 +164,3 @@ def _environment(run: Run) -> dict:
     env = dict(run.environment or {})
     env.setdefault("os", platform.platform())
     return env
-
-
-def describe(bundle: Bundle) -> str:
-    return json.dumps({"folder": str(bundle.folder), "files": bundle.files, "verdict": bundle.result.verdict})

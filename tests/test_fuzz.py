@@ -16,6 +16,7 @@ from rich.console import Console
 from deploykit.fuzz.classes import class_of, group, signature, size_key
 from deploykit.fuzz.search import FuzzRequest, _settings, fuzz
 from deploykit.fuzz.strategies import specs, valid_specs
+from deploykit.report.fuzz import minimal_config
 from deploykit.result import Result
 from deploykit.spec import DTYPES, ConvTransposeSpec
 from deploykit.store import Store
@@ -66,6 +67,13 @@ def test_group_counts_and_keeps_the_smallest_config():
     [found] = group(results)
     assert found.count == 3 and found.minimal.config_id == small.id
     assert size_key(small.to_dict()) < size_key(big.to_dict())
+
+
+def test_class_line_shows_the_auto_pad_an_output_shape_label_hides():
+    """SAME_UPPER and SAME_LOWER beside output_shape share a label: the line must tell them apart."""
+    lines = {minimal_config(ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(1,), output_shape=(1,),
+                                              auto_pad=auto_pad).to_dict()) for auto_pad in ("SAME_UPPER", "SAME_LOWER")}
+    assert len(lines) == 2 and all("auto_pad=SAME_" in line for line in lines)
 
 
 # ----- the search space -----------------------------------------------------------------------
@@ -120,6 +128,14 @@ def test_same_seed_same_classes_and_a_finished_run_resumes_from_its_results(tmp_
     request = FuzzRequest(backends=["onnx-reference"], db=tmp_path / "a.db", resume=True)
     resumed = fuzz(request, Console(file=open("/dev/null", "w")))
     assert summary(resumed) == summary(first) and len(resumed.results) == len(first.results)
+
+
+def test_a_spent_budget_ends_the_search_and_still_finishes_the_run(tmp_path):
+    """--budget alone (no --max-examples) stops the search and leaves a complete run, every result stored."""
+    request = FuzzRequest(backends=["onnx-reference"], budget=0.2, db=tmp_path / "b.db")
+    outcome = fuzz(request, Console(file=open("/dev/null", "w")))
+    assert outcome.cut_short[0] == "explore" and outcome.explored < 1000
+    assert outcome.run.complete and outcome.run.planned == len(outcome.results)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.execute import Executor
-from deploykit.repro import write_bundle
+from deploykit.repro import script_text, write_bundle
 from deploykit.spec import ConvTransposeSpec
 from deploykit.store import Store
 
@@ -55,6 +56,17 @@ def test_ort_refusal_reproduces_without_deploykit_or_onnx(tmp_path):
     assert "`output_shape` | `[2]`" in issue and "onnxruntime==" in issue and "test cpu" in issue
 
 
+def test_a_run_with_several_precisions_reproduces_its_fp32_result(tmp_path):
+    """`conformance run --precisions fp32,fp16` stores one result per precision: the config id still names one."""
+    db = _stored(tmp_path, OUTPUT_SHAPE_EXTENSION, "ort-cpu")
+    store = Store(db)
+    [result] = store.results(1)
+    store.add(1, dataclasses.replace(result, precision="fp16"))
+    store.close()
+    bundle = write_bundle(db, OUTPUT_SHAPE_EXTENSION.id, "ort-cpu", tmp_path / "bundle")
+    assert bundle.result.precision == "fp32" and bundle.result.verdict == "rejected"
+
+
 def test_a_fixed_runtime_exits_0(tmp_path):
     """A drift verdict on a config ORT computes right stands for a fixed runtime: the script says so."""
     spec = ConvTransposeSpec(input_shape=(1, 2, 3, 3), out_channels=2, kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
@@ -86,6 +98,31 @@ def test_spec_invalid_model_run_by_onnx_reference(tmp_path):
     assert done.returncode == 1 and "rules out" in done.stdout, done.stdout + done.stderr
     issue = " ".join((tmp_path / "bundle" / "ISSUE.md").read_text().replace("> ", " ").split())
     assert "This attribute cannot be used simultaneously with auto_pad" in issue
+
+
+def test_a_runtime_part_missing_is_no_refusal(tmp_path):
+    """A run() whose import fails (tinygrad, TVM and TensorRT import inside run()) must not pass for
+    the refusal a spec-invalid model asks for."""
+    spec = ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(3,), auto_pad="SAME_UPPER", pads=(1, 1),
+                             bias=False, expect="reject")
+    bundle = write_bundle(_stored(tmp_path, spec, "onnx-reference"), spec.id, "onnx-reference", tmp_path / "bundle")
+    recipe = dataclasses.replace(bundle.recipe, run="def run(model_path, feeds):\n    import deploykit_absent_runtime_part\n")
+    (tmp_path / "bundle" / "repro.py").write_text(script_text(spec, bundle.result, recipe, ["Y"]))
+    done = _run_script(tmp_path / "bundle", allow=("onnx", "ml_dtypes"))
+    assert done.returncode != 0 and "as it should" not in done.stdout, done.stdout + done.stderr
+
+
+def test_a_folder_reused_keeps_no_file_of_the_earlier_config(tmp_path):
+    """expected.npy of a valid config must not stay beside a spec-invalid config's model."""
+    valid = ConvTransposeSpec(input_shape=(1, 1, 3), out_channels=1, kernel_shape=(2,))
+    invalid = ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(3,), auto_pad="SAME_UPPER", pads=(1, 1),
+                                bias=False, expect="reject")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first = write_bundle(_stored(tmp_path / "a", valid, "ort-cpu", verdict="drift"), valid.id, "ort-cpu", tmp_path / "bundle")
+    assert {"B.npy", "expected.npy", "bound.npy"} <= set(first.files)
+    write_bundle(_stored(tmp_path / "b", invalid, "onnx-reference"), invalid.id, "onnx-reference", tmp_path / "bundle")
+    assert not any((tmp_path / "bundle" / name).exists() for name in ("B.npy", "expected.npy", "bound.npy"))
 
 
 def test_torch_backends_write_a_torch_script(tmp_path):

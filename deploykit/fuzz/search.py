@@ -50,9 +50,9 @@ EXPLORE_SHARE = 0.5
 class FuzzRequest:
     backends: list[str]
     seed: int = 0
-    #: configs in a row without a new class that end one backend's search (None: the budget decides)
+    #: how many configs the seed generates for exploration, each run on every backend (None: the budget decides)
     max_examples: int | None = None
-    #: seconds for the whole search, shared equally between backends (None: --max-examples decides)
+    #: seconds for the whole search, EXPLORE_SHARE of it to explore (None: --max-examples decides)
     budget: float | None = None
     dtypes: list[str] | None = None
     db: Path = Path("deploykit-results.db")

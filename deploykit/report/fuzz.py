@@ -6,12 +6,15 @@ from deploykit.fuzz.classes import FailureClass
 
 
 def minimal_config(spec: dict) -> str:
-    """The config as a maintainer reads it: the label, the shapes the label leaves out, and what
-    makes a spec-invalid config invalid where the label cannot show it (pads beside auto_pad)."""
+    """The config as a maintainer reads it: the label, the shapes and the auto_pad the label leaves
+    out, and what makes a spec-invalid config invalid where the label cannot show it (pads beside
+    auto_pad)."""
     from deploykit.spec import ConvTransposeSpec
 
     parsed = ConvTransposeSpec.from_dict(spec)
     text = f"{parsed.label} X{list(parsed.input_shape)} M={parsed.out_channels}"
+    if parsed.auto_pad != "NOTSET" and parsed.output_shape is not None:  # the label shows only output_shape
+        text += f" auto_pad={parsed.auto_pad}"
     if parsed.auto_pad != "NOTSET" and any(parsed.pads):
         text += f" pads={list(parsed.pads)}"
     if not parsed.is_valid:
