@@ -395,7 +395,7 @@ def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
 @conformance_app.command("fuzz")
 @click.option("--backends", default=None, help="comma-separated; default: every CPU backend of a default run")
 @click.option("--budget", type=click.FloatRange(min=1), default=None, help="seconds for the whole search [default: 60 unless --max-examples is given]")
-@click.option("--max-examples", type=click.IntRange(min=1), default=None, help="configs in a row with nothing new that end the search (deterministic for a --seed)")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None, help="explore the first N configs the --seed generates, on every backend (deterministic: the same configs on any machine)")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Hypothesis's random seed")
 @click.option("--dtypes", default=None, help="comma-separated [default: every dtype one of the backends has a kernel for]")
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database (a fuzz run is a run)")
@@ -441,7 +441,7 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
     unshrunk = sum(found.key not in outcome.shrunk for found in outcome.classes)
     if "shrink" in outcome.cut_short and unshrunk:
         _warn(f"the time budget ended before every class was shrunk: {unshrunk} show the smallest config seen")
-    if "explore" in outcome.cut_short:
+    if "explore" in outcome.cut_short and outcome.explored:
         stdout.print(f"explored {outcome.explored} examples in the time budget (a config drawn twice counts"
                      f" twice); --seed {request.seed} --max-examples {outcome.explored} explores the same"
                      " ones on any machine")

@@ -150,13 +150,16 @@ class Store:
             )
         db = sqlite3.connect(_readonly_uri(self.path), uri=True, isolation_level=None)
         try:
-            _schema_version(db, self.path)
+            version = _schema_version(db, self.path)
         except sqlite3.OperationalError:
             # A database left in WAL mode (a killed run) needs a -shm file, which a read-only folder
             # cannot take: read the file as it is instead.
             db.close()
             db = sqlite3.connect(_readonly_uri(self.path, immutable=True), uri=True, isolation_level=None)
-            _schema_version(db, self.path)
+            version = _schema_version(db, self.path)
+        if version is None:  # an empty file (or an empty SQLite database) holds no runs to read
+            db.close()
+            raise UsageError(f"results database {self.path} is empty; run `deploykit conformance run --db {self.path}` first")
         return db
 
     def _open_for_writing(self) -> sqlite3.Connection:

@@ -158,6 +158,8 @@ def test_generate_writes_the_onnx_backend_test_layout(tmp_path):
         (["conformance", "run", "--timeout", "nan", "--db", "x.db"], ["must be finite"]),
         (["conformance", "run", "--dtypes", " , ", "--db", "x.db"], ["--dtypes", "names nothing"]),
         (["conformance", "report", "--db", "bad.yaml"], ["is not a deploykit results database"]),
+        (["conformance", "report", "--db", "empty.db"], ["results database empty.db is empty"]),
+        (["repro", "--db", "empty.db", "--config", "x", "--backend", "ort-cpu", "-o", "r"], ["empty.db is empty"]),
         (["generate", "--matrix", "smoke", "--out", "bad.yaml"], ["cannot create the folder"]),
     ],
 )
@@ -167,6 +169,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
         "cases:\n  - {input_shape: [1, 4, 5, 5], out_channels: 6, kernel_shape: [3, 3], group: 3}\n"
     )
     (tmp_path / "unknown_key.yaml").write_text("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3, stride: 2}\n")
+    (tmp_path / "empty.db").write_bytes(b"")
     assert_usage_error(deploykit(*args, cwd=tmp_path), *needles)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import subprocess
@@ -153,6 +154,25 @@ def test_cli_prints_one_line_per_class_writes_json_and_exits_1_on_new(tmp_path):
     ConvTransposeSpec.from_dict(classes[0]["minimal_spec"])  # a spec, as a dict
     report = _cli("conformance", "report", "--db", "f.db", cwd=tmp_path)  # a fuzz run reports like any other
     assert report.returncode in (0, 1) and "results" in report.stdout
+
+
+def test_cli_exits_1_and_says_new_for_a_class_no_entry_explains(tmp_path):
+    """The same search with onnx.reference's entries taken out of the table: its classes are NEW."""
+    import yaml
+
+    from deploykit.paths import KNOWN_DIVERGENCES
+
+    table = [entry for entry in yaml.safe_load(KNOWN_DIVERGENCES.read_text()) if "onnx-reference" not in entry["backends"]]
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "known_divergences.yaml").write_text(yaml.safe_dump(table))
+    done = subprocess.run([sys.executable, "-m", "deploykit", "conformance", "fuzz", "--backends", "onnx-reference",
+                           "--max-examples", "15", "--seed", "1", "--db", "f.db", "--json", "classes.json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path / "table")})
+    classes = json.loads((tmp_path / "classes.json").read_text())
+    assert done.returncode == 1, done.stderr
+    assert classes and all(c["known_divergence"] is None for c in classes)
+    assert sum(line.startswith("NEW") for line in done.stdout.splitlines()) == len(classes), done.stdout
 
 
 @pytest.mark.parametrize("args, message", [
