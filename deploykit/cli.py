@@ -144,7 +144,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 
 @conformance_app.command("run")
 @click.option("--matrix", default="smoke", show_default=True, help="smoke, default, or a path to a matrix YAML")
-@click.option("--backends", default=None, help="comma-separated; default: every CPU backend")
+@click.option("--backends", default=None, help="comma-separated; default: every available CPU backend fit for a default run (not tvm-cpu, tinygrad-cpu: slower)")
 @click.option("--dtypes", default=None, help="re-target every config to each of these dtypes (comma-separated)")
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="worker processes in parallel")

@@ -30,8 +30,15 @@ def test_gpu_backends_explain_why_they_are_unavailable(monkeypatch):
     assert "pip install onnxruntime-gpu" in ort.reason
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cuda = get("torch-cuda").probe()
-    assert not cuda.available and cuda.reason == f"torch {torch.__version__} sees no CUDA device"
+    monkeypatch.setattr(torch.version, "cuda", None)
+    cpu_build = get("torch-cuda").probe()
+    base = torch.__version__.split("+")[0]
+    assert not cpu_build.available and "is a CPU-only build" in cpu_build.reason
+    assert f"pip install --force-reinstall torch=={base}" in cpu_build.reason
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    no_device = get("torch-cuda").probe()
+    assert no_device.reason == (f"torch {torch.__version__} (CUDA 13.0) sees no CUDA device; check the NVIDIA driver"
+                                " (nvidia-smi) and CUDA_VISIBLE_DEVICES")
 
 
 def test_torch_backends_without_torch_name_the_extra(monkeypatch):

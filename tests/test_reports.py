@@ -93,7 +93,7 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 
 def _browser():
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-ci.txt has it)")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    executable = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     if executable is None:
         pytest.skip("no Chromium to drive: install Debian's chromium (.ci/run does)")
     return playwright.sync_playwright, executable

@@ -253,6 +253,17 @@ class TorchCpuBackend(Backend):
         return TorchRunner(case, self.device, config)
 
 
+def _no_cuda_reason(version: str, cuda: str | None) -> str:
+    """Why torch sees no GPU, and what to do: a CPU-only build needs another wheel, a CUDA build a
+    driver or a visible device."""
+    if cuda is None:
+        base = version.split("+")[0]
+        return (f"torch {version} is a CPU-only build; on a machine with an NVIDIA GPU install a CUDA build:"
+                f" pip install --force-reinstall torch=={base} (PyPI's Linux wheels are CUDA builds)")
+    return (f"torch {version} (CUDA {cuda}) sees no CUDA device; check the NVIDIA driver (nvidia-smi)"
+            " and CUDA_VISIBLE_DEVICES")
+
+
 class TorchCudaBackend(TorchCpuBackend):
     """cuDNN through PyTorch, timed with CUDA events.  TF32 is off unless the build precision is
     tf32 (float32 is judged as float32); tf32 allows it and widens the bound."""
@@ -269,7 +280,7 @@ class TorchCudaBackend(TorchCpuBackend):
         import torch
 
         if not torch.cuda.is_available():
-            return Availability(False, torch.__version__, f"torch {torch.__version__} sees no CUDA device")
+            return Availability(False, torch.__version__, _no_cuda_reason(torch.__version__, torch.version.cuda))
         return Availability(True, f"{torch.__version__} (CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)})")
 
     def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
