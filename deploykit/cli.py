@@ -521,6 +521,8 @@ def profile_command(
     if click.get_current_context().get_parameter_source("backends") != ParameterSource.DEFAULT:
         require_available(names, "--backends")
     batches = _int_list(batch, "--batch")
+    if json_path:
+        _check_writable_file(json_path, "--json")
     if (model is None) == (matrix is None):
         raise UsageError("give either MODEL.onnx or --matrix M --config LABEL")
     if matrix is not None:
@@ -600,10 +602,14 @@ def export_command(
         axis, sep, name = text.partition("=")
         if not sep or not re.fullmatch(r"[0-9]+", axis) or not name:  # str.isdigit() takes '²', which int() refuses
             raise UsageError(f"--dynamic-axis {text!r} must be AXIS=NAME, e.g. 3=time")
+        if int(axis) in axes:
+            raise UsageError(f"--dynamic-axis {text!r}: axis {int(axis)} is already dynamic as {axes[int(axis)]!r}")
         axes[int(axis)] = name
     output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")
     make_output_folder(output)  # a bad -o is a usage error before any work, not an exporter refusal
     _check_writable_file(output, "-o")
+    if json_path:
+        _check_writable_file(json_path, "--json")
     module, inputs = resolve(target)
     if input_shapes:
         import torch
@@ -696,6 +702,8 @@ def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db:
     from deploykit.report.export import lint_summary
 
     requested = registry.parse(backends) if backends is not None else registry.deployment_targets()
+    if json_path:
+        _check_writable_file(json_path, "--json")
     loaded = load_model(model)
     overrides = dict(parse_shape(text) for text in shapes)
     try:

@@ -78,6 +78,8 @@ def _result(record: dict) -> Result:
 
 def load_side(path: Path, run_id: int | None = None) -> Side:
     """A results database (its chosen or latest run) or a JSON report from `report --format json`."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give a results database or a JSON report")
     if not path.is_file():
         raise UsageError(f"{path} does not exist; give a results database or a JSON report")
     with path.open("rb") as handle:

@@ -55,7 +55,8 @@ def load_model(path: Path | str) -> onnx.ModelProto:
     if path.is_dir():
         raise UsageError(f"model {path} is a directory; give the path of an ONNX file")
     if not path.is_file():
-        raise UsageError(f"model {path} does not exist")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise UsageError(f"model {path} {what}; give the path of an ONNX file")
     try:
         model = onnx.load(str(path))  # external data (weights beside the file) is read too
     except FileNotFoundError as error:

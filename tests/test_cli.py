@@ -159,6 +159,7 @@ def test_generate_writes_the_onnx_backend_test_layout(tmp_path):
         (["conformance", "run", "--dtypes", " , ", "--db", "x.db"], ["--dtypes", "names nothing"]),
         (["conformance", "report", "--db", "bad.yaml"], ["is not a deploykit results database"]),
         (["conformance", "report", "--db", "empty.db"], ["results database empty.db is empty"]),
+        (["conformance", "compare", "--baseline", ".", "--db", "empty.db"], [". is a directory"]),
         (["repro", "--db", "empty.db", "--config", "x", "--backend", "ort-cpu", "-o", "r"], ["empty.db is empty"]),
         (["generate", "--matrix", "smoke", "--out", "bad.yaml"], ["cannot create the folder"]),
     ],

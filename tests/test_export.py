@@ -214,6 +214,11 @@ def test_lint_reads_recorded_verdicts_for_the_exact_config(tmp_path):
         (["lint", "notes.onnx"], ["not a readable ONNX model"]),
         (["lint", "truncated.onnx"], ["not a readable ONNX model"]),
         (["lint", "missing.onnx"], ["missing.onnx does not exist"]),
+        (["lint", "/dev/null"], ["model /dev/null is not a regular file"]),
+        (["lint", "dynamic_hw.onnx", "--json", "."], ["--json . is a directory"]),
+        (["export", "dcgan", "-o", "d.onnx", "--json", "."], ["--json . is a directory"]),
+        (["export", "mydecoder:make", "--dynamic-axis", "0=a", "--dynamic-axis", "0=b"], ["axis 0 is already dynamic as 'a'"]),
+        (["export", "mydecoder:make", "--dynamic-batch", "--dynamic-axis", "0=n"], ["axis 0 is already dynamic as 'batch'"]),
         (["lint", "dynamic_hw.onnx"], ["dynamic axes 2, 3", "--shape"]),
         (["lint", "dynamic_hw.onnx", "--shape", "X=1x2x4x4", "--backends", "ort-cpux"], ["unknown backend 'ort-cpux'"]),
     ],
@@ -227,6 +232,7 @@ def test_export_and_lint_bad_input(user_module, args, needles):
     onnx.save(model, str(user_module / "dynamic_hw.onnx"))
     proc = deploykit(*args, cwd=user_module, env={"PYTHONPATH": str(user_module)})
     assert_usage_error(proc, *needles)
+    assert not (user_module / "d.onnx").exists()  # refused before the export wrote anything
 
 
 def _export(user_module, tmp_path, *args):

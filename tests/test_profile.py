@@ -88,6 +88,7 @@ def test_conformance_latency_columns(tmp_path):
     "args, needles",
     [
         (["profile", "missing.onnx"], ["missing.onnx does not exist"]),
+        (["profile", "{model}", "--json", "."], ["--json . is a directory"]),
         (["profile", "{model}", "--shape", "nosuch=1x16x8x8"], ["--shape names 'nosuch'", "X"]),
         (["profile", "{model}", "--shape", "X=1x3x8x8"], ["axis 1 is fixed at 16", "got 3"]),
         (["profile", "{model}", "--shape", "X=1x16x8"], ["rank 3", "rank 4"]),
