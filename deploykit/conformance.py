@@ -110,9 +110,14 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
     for name in RESUME_FIXED:
         if name in request.explicit and _comparable(name, given[name]) != _comparable(name, stored.get(name)):
             raise UsageError(
-                f"--resume finishes the run as it started, with --{name} {stored.get(name)!r}, not {given[name]!r};"
-                f" drop --{name}, or drop --resume to start a new run"
+                f"--resume finishes the run as it started, with {_as_started(name, stored.get(name))}, not"
+                f" {given[name]!r}; drop --{name}, or drop --resume to start a new run"
             )
+
+
+def _as_started(name: str, value) -> str:
+    """The option as the run was started: a run started without it says so, not `--dtypes None`."""
+    return f"no --{name} (the default)" if value is None else f"--{name} {value!r}"
 
 
 def _comparable(name: str, value):

@@ -109,7 +109,8 @@ def is_failure(result: Result) -> bool:
 def run_record(run: Run, results: list[Result]) -> dict:
     """What a report says about the run itself: above all, whether it is complete."""
     return {
-        "run_id": run.run_id, "matrix": run.matrix, "status": run.status, "complete": run.complete,
+        # The store says 'running' for a live run and for one that was killed alike: data cannot tell them apart.
+        "run_id": run.run_id, "matrix": run.matrix, "status": "complete" if run.complete else "unfinished", "complete": run.complete,
         "planned": run.planned, "recorded": len(results), "started_at": run.started_at, "finished_at": run.finished_at,
         "environment": run.environment,
     }

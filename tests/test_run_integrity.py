@@ -220,7 +220,8 @@ def test_resume_refuses_a_changed_matrix(tmp_path, fault_backends):
 def test_resume_refuses_options_that_contradict_the_run(tmp_path, fault_backends):
     db = _killed_run(tmp_path)
     for args, needle in [(["--backends", "reference"], "--backends"), (["--matrix", "default"], "--matrix"),
-                         (["--dtypes", "float16"], "--dtypes"), (["--atol", "0.1"], "--tolerance")]:
+                         (["--dtypes", "float16"], "with no --dtypes (the default), not ['float16']"),
+                         (["--atol", "0.1"], "--tolerance")]:
         assert_usage_error(deploykit("conformance", "run", "--resume", "--db", str(db), *args, cwd=tmp_path), needle)
     same = deploykit("conformance", "run", "--resume", "--db", str(db), "--backends", "slowish", "--matrix", "smoke",
                      cwd=tmp_path)
@@ -243,9 +244,9 @@ def test_report_of_an_unfinished_run_says_so_in_every_format(tmp_path, fault_bac
     table = deploykit("conformance", "report", "--db", str(db))
     assert table.returncode == 0 and "INCOMPLETE: run 1 recorded" in table.stdout
     md = deploykit("conformance", "report", "--db", str(db), "--format", "md")
-    assert "**INCOMPLETE: run 1 recorded" in md.stdout
+    assert "**INCOMPLETE: run 1 recorded" in md.stdout and "✅" not in md.stdout and "⚠️ incomplete run" in md.stdout
     run = json.loads(deploykit("conformance", "report", "--db", str(db), "--format", "json").stdout)["run"]
-    assert run["complete"] is False and run["status"] == "running" and 0 < run["recorded"] < run["planned"] == 31
+    assert run["complete"] is False and run["status"] == "unfinished" and 0 < run["recorded"] < run["planned"] == 31
 
 
 # ----- the database ---------------------------------------------------------------------------

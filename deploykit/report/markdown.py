@@ -26,7 +26,7 @@ def _rows(results: list[Result]) -> list[str]:
 
 def to_markdown(summary: RunSummary) -> str:
     run = summary.run or {}
-    mark = "❌" if summary.new_findings else "✅"
+    mark = "❌" if summary.new_findings else ("✅" if summary.complete else "⚠️ incomplete run,")
     lines = [f"### deploykit conformance: {mark} {summary.new_findings} new finding(s)", ""]
     notice = incomplete_notice(summary)
     if notice:

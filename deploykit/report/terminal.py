@@ -16,8 +16,8 @@ def incomplete_notice(summary: RunSummary) -> str | None:
         return None
     run = summary.run
     return (
-        f"INCOMPLETE: run {run['run_id']} recorded {run['recorded']} of {run['planned']} results and did not finish;"
-        " finish it with `deploykit conformance run --resume` on the same --db"
+        f"INCOMPLETE: run {run['run_id']} recorded {run['recorded']} of {run['planned']} results and has not finished;"
+        " unless it is still running, finish it with `deploykit conformance run --resume` on the same --db"
     )
 
 
