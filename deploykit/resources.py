@@ -62,14 +62,64 @@ def human(size: float) -> str:
     return f"{int(size)} B"
 
 
-def _cgroup_value(name: str) -> int | None:
-    """A cgroup v2 limit of this process (memory.max, memory.current), or None when unlimited."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+#: cgroup v1 writes "no limit" as the largest page-aligned int64, not as "max"
+_V1_UNLIMITED = 1 << 62
+
+
+def _cgroup_dirs(controller: str, root: Path, proc: Path) -> list[Path]:
+    """This process's cgroup folders for `controller`, own first, then each ancestor up to the root:
+    a limit set on any of them applies.  cgroup v2 (one tree, `0::/path`) and v1 (a tree per
+    controller, `N:cpu,cpuacct:/path`) both; a v1 controller found wins over the v2 tree."""
     try:
-        relative = Path("/proc/self/cgroup").read_text().strip().rsplit(":", 1)[-1]
-        text = (Path("/sys/fs/cgroup") / relative.lstrip("/") / name).read_text().strip()
-    except (OSError, IndexError):
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return []
+    mounts = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controller in controllers.split(","):
+            mounts = [(root / controllers, path)] + [(root / name, path) for name in controllers.split(",")]
+            break
+        if controllers == "":
+            mounts.append((root, path))
+    for base, path in mounts:
+        if base.is_dir():
+            own = base / path.strip("/")
+            return [own, *[p for p in own.parents if p.is_relative_to(base)]]
+    return []
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
         return None
-    return None if text == "max" else int(text) if text.isdigit() else None
+    return int(text) if text.lstrip("-").isdigit() else None  # "max" (v2) means no limit
+
+
+def _memory_limit(root: Path = CGROUP_ROOT, proc: Path = PROC_CGROUP) -> tuple[int | None, int | None]:
+    """(the tightest memory limit over this process's cgroup and its ancestors, its own usage)."""
+    dirs = _cgroup_dirs("memory", root, proc)
+    limits = [v for d in dirs for v in (_read_int(d / "memory.max"), _read_int(d / "memory.limit_in_bytes"))
+              if v is not None and 0 < v < _V1_UNLIMITED]
+    usage = [_read_int(dirs[0] / name) for name in ("memory.current", "memory.usage_in_bytes")] if dirs else []
+    used = next((v for v in usage if v is not None), None)
+    return (min(limits) if limits else None), used
+
+
+def _cpu_quota(root: Path = CGROUP_ROOT, proc: Path = PROC_CGROUP) -> float | None:
+    """The tightest CPU quota, in cores, over this process's cgroup and its ancestors (None: none)."""
+    quotas = []
+    for folder in _cgroup_dirs("cpu", root, proc):
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "150000 100000"
+        except (OSError, ValueError):
+            quota, period = _read_int(folder / "cpu.cfs_quota_us"), _read_int(folder / "cpu.cfs_period_us")  # v1
+        if quota not in (None, "max", -1) and period and int(period) > 0 and int(quota) > 0:
+            quotas.append(int(quota) / int(period))
+    return min(quotas) if quotas else None
 
 
 def _meminfo(key: str) -> int | None:
@@ -88,14 +138,14 @@ def total_memory() -> int:
         physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         physical = _meminfo("MemTotal") or 8 * GIB
-    limit = _cgroup_value("memory.max")
+    limit, _ = _memory_limit()
     return min(physical, limit) if limit else physical
 
 
 def available_memory() -> int:
     """Memory a new process can use now: MemAvailable, capped by what the container has left."""
     available = _meminfo("MemAvailable") or total_memory() // 2
-    limit, used = _cgroup_value("memory.max"), _cgroup_value("memory.current")
+    limit, used = _memory_limit()
     if limit and used is not None:
         available = min(available, max(0, limit - used))
     return available
@@ -104,12 +154,9 @@ def available_memory() -> int:
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, capped by a cgroup CPU quota)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = (Path("/sys/fs/cgroup/cpu.max").read_text().split() + ["100000"])[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
+    quota = _cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return max(1, cores)
 
 

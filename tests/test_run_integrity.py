@@ -91,6 +91,37 @@ def test_the_estimate_covers_what_a_task_really_allocates():
     assert peak <= estimate <= 20 * peak, (peak, estimate)
 
 
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_cgroup_v2_limits_on_an_ancestor_apply(tmp_path):
+    """A Kubernetes pod sets its limits on the pod's cgroup, the container runs in a child of it."""
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/pod/ctr\n")
+    _tree(tmp_path / "fs", {"cpu.max": "max 100000\n", "memory.max": "max\n", "pod/cpu.max": "150000 100000\n",
+                            "pod/memory.max": "2147483648\n", "pod/ctr/cpu.max": "max 100000\n",
+                            "pod/ctr/memory.max": "max\n", "pod/ctr/memory.current": "1048576\n"})
+    assert resources._cpu_quota(tmp_path / "fs", proc) == 1.5
+    assert resources._memory_limit(tmp_path / "fs", proc) == (2 << 30, 1 << 20)
+
+
+def test_cgroup_v1_limits_are_read(tmp_path):
+    """Hosts with cgroup v1 (one tree per controller) write their limits in other files."""
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/job\n2:cpu,cpuacct:/job\n0::/\n")
+    _tree(tmp_path / "fs", {"memory/memory.limit_in_bytes": "9223372036854771712\n",
+                            "memory/job/memory.limit_in_bytes": "1073741824\n", "memory/job/memory.usage_in_bytes": "4096\n",
+                            "cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/job/cpu.cfs_quota_us": "50000\n",
+                            "cpu,cpuacct/job/cpu.cfs_period_us": "100000\n"})
+    assert resources._cpu_quota(tmp_path / "fs", proc) == 0.5
+    assert resources._memory_limit(tmp_path / "fs", proc) == (1 << 30, 4096)
+    proc.write_text("4:memory:/\n2:cpu,cpuacct:/\n0::/\n")  # no limit anywhere
+    assert resources._cpu_quota(tmp_path / "fs", proc) is None and resources._memory_limit(tmp_path / "fs", proc)[0] is None
+
+
 def test_jobs_are_bounded_by_cores_and_memory(monkeypatch):
     jobs, note = resources.worker_count(64, 0)
     assert jobs <= resources.usable_cores() and "reduced" in note
