@@ -118,6 +118,9 @@ def _check_writable_path(path: Path) -> None:
         raise UsageError(f"--db {path} is not a regular file")
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"results database {path} is read-only; `conformance report` reads it, a run needs a writable --db")
+    if path.exists() and not os.access(parent, os.W_OK):  # SQLite's journal goes beside the database
+        raise UsageError(f"--db {path}: folder {parent} is read-only, and a run writes a journal beside the database;"
+                         " make the folder writable or copy the database elsewhere")
     if not path.exists() and not os.access(parent, os.W_OK):
         raise UsageError(f"--db {path}: cannot create a file in folder {parent} (permission denied)")
 

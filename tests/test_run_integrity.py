@@ -314,8 +314,11 @@ def test_a_finished_database_reads_in_a_read_only_folder(tmp_path):
         command = [sys.executable, "-m", "deploykit", "conformance", "report", "--db", "r.db", "--format", "json"]
         proc = subprocess.run(without_root_overrides(command), capture_output=True, text=True, cwd=folder,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        another = subprocess.run(without_root_overrides([sys.executable, "-m", "deploykit", "conformance", "run", "--db", "r.db"]),
+                                 capture_output=True, text=True, cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)})
     finally:
         folder.chmod(0o755)
+    assert_usage_error(another, "folder . is read-only")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["run"]["recorded"] == 31
 
