@@ -180,11 +180,14 @@ def _tasks(matrix: Matrix, backends: list[str], precisions: list[str], shard: tu
 def shard_of(tasks: list[Task], index: int, count: int) -> list[Task]:
     """Shard `index` of `count` (1-based): a deterministic, balanced split.
 
-    Tasks are ordered by their key, whose config part is a content hash, so the order (and the split)
-    depends only on what is run, never on the machine or the matrix file's layout; dealing them out
-    in turn gives every shard the same number of tasks, to within one, and a fair mix of backends.
+    Tasks are ordered by a hash of their whole key (config id, expectation, backend, precision), so
+    the order (and the split) depends only on what is run, never on the machine or the matrix file's
+    layout; dealing them out in turn gives every shard the same number of tasks, to within one.
+    Hashing the whole key, not sorting it, mixes the backends: sorted keys dealt in turn would give
+    each shard the same backends for every config when the backends divide the shard count, and a
+    slow backend would make its shard the slowest.
     """
-    ordered = sorted(tasks, key=lambda task: task.key)
+    ordered = sorted(tasks, key=lambda task: hashlib.sha256(repr(task.key).encode()).hexdigest())
     return [task for position, task in enumerate(ordered) if position % count == index - 1]
 
 

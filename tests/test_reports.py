@@ -214,6 +214,25 @@ def _keys(db: Path) -> list[tuple]:
     return rows
 
 
+def test_shards_mix_the_backends():
+    """Six backends in three shards: dealing sorted keys in turn gave each shard two fixed backends,
+    so the shard with the slow one was the slowest. Each shard must hold every backend, about evenly."""
+    from collections import Counter
+
+    from deploykit.conformance import _tasks
+    from deploykit.matrix import load as load_matrix
+
+    backends = ["reference", "onnx-reference", "ort-cpu", "torch-cpu", "openvino-cpu", "tract-cpu"]
+    tasks = _tasks(load_matrix("default"), backends, ["fp32"])
+    shards = [_tasks(load_matrix("default"), backends, ["fp32"], (k, 3)) for k in (1, 2, 3)]
+    assert sorted(t.key for shard in shards for t in shard) == sorted(t.key for t in tasks)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    for shard in shards:
+        per_backend = Counter(task.backend for task in shard)
+        assert set(per_backend) == set(backends)
+        assert all(abs(n - len(tasks) / 18) < 0.15 * len(tasks) / 18 for n in per_backend.values()), per_backend
+
+
 def test_three_shards_merge_into_the_unsharded_run(tmp_path):
     for k in (1, 2, 3):
         _run("--matrix", "default", "--backends", CPU, "--shard", f"{k}/3", "--db", f"s{k}.db", cwd=tmp_path)
