@@ -137,7 +137,8 @@ def issue_title(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe) ->
         "rejected": "refuses a valid model", "accepted-invalid": "runs a model the ONNX spec rules out",
         "crash": "aborts the process",
     }[result.verdict]
-    return f"{recipe.runtime} {result.backend_version or ''}: ConvTranspose {what} ({attribute_summary(spec)})".replace("  ", " ")
+    runtime = f"{recipe.runtime} {result.backend_version}" if result.backend_version else recipe.runtime
+    return f"{runtime}: ConvTranspose {what} ({attribute_summary(spec)})"
 
 
 def attribute_summary(spec: ConvTransposeSpec) -> str:

@@ -67,6 +67,15 @@ def test_a_run_with_several_precisions_reproduces_its_fp32_result(tmp_path):
     assert bundle.result.precision == "fp32" and bundle.result.verdict == "rejected"
 
 
+def test_issue_title_without_a_recorded_version(tmp_path):
+    from deploykit.repro import issue_title
+
+    db = _stored(tmp_path, OUTPUT_SHAPE_EXTENSION, "ort-cpu")
+    bundle = write_bundle(db, OUTPUT_SHAPE_EXTENSION.id, "ort-cpu", tmp_path / "bundle")
+    unknown = dataclasses.replace(bundle.result, backend_version=None)
+    assert issue_title(OUTPUT_SHAPE_EXTENSION, unknown, bundle.recipe).startswith("onnxruntime: ConvTranspose refuses")
+
+
 def test_a_fixed_runtime_exits_0(tmp_path):
     """A drift verdict on a config ORT computes right stands for a fixed runtime: the script says so."""
     spec = ConvTransposeSpec(input_shape=(1, 2, 3, 3), out_channels=2, kernel_shape=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
