@@ -132,7 +132,11 @@ def _expected(spec: ConvTransposeSpec) -> str:
     begin, end = spec.resolved_pads()
     return (f"Output shape {list(spec.output_full_shape)}: natural size {list(spec.natural_spatial)} per axis, "
             f"pads resolved to begin {list(begin)}, end {list(end)} (a negative pad is a zero extension). "
-            "`expected.npy` holds the float64 answer of the formula, `bound.npy` the rounding error a correct "
+            "Values: the text defines ConvTranspose as the gradient of Conv; written out, with C/group input "
+            "and M/group output channels per group g, Y[n, g*M/group + m, o] = B[g*M/group + m] + sum of "
+            "X[n, g*C/group + c, i] * W[g*C/group + c, m, k] over c, and over every input position i and kernel "
+            "tap k with o = i*stride - pads_begin + k*dilation on each spatial axis. "
+            "`expected.npy` holds that sum in float64, `bound.npy` the rounding error a correct "
             "float computation may add per element.")
 
 

@@ -54,6 +54,7 @@ def test_ort_refusal_reproduces_without_deploykit_or_onnx(tmp_path):
     issue = (tmp_path / "bundle" / "ISSUE.md").read_text()
     assert "total_padding[i] = stride[i] * (input_size[i] - 1)" in " ".join(issue.replace("> ", " ").split())  # quoted
     assert "`output_shape` | `[2]`" in issue and "onnxruntime==" in issue and "test cpu" in issue
+    assert "o = i*stride - pads_begin + k*dilation" in issue  # the values, written out
 
 
 def test_a_run_with_several_precisions_reproduces_its_fp32_result(tmp_path):
