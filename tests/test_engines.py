@@ -195,7 +195,7 @@ def _repros() -> list[Path]:
 
 #: repros of oneDNN's AMX bfloat16 kernels, measured on an AMX CPU: other CPUs run other kernels
 NEEDS_CPU_FLAG = dict.fromkeys(("openvino-bf16-3d-output-padding-unwritten", "torch-bf16-3d-output-padding-unwritten",
-                                "openvino-bf16-output-between-taps-crash"), "amx_bf16")
+                                "openvino-bf16-output-between-taps-crash", "openvino-bf16-strided-unreached-bias"), "amx_bf16")
 
 
 def _cpu_flags() -> set[str]:

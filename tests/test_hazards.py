@@ -23,6 +23,8 @@ BF16_DEPTH_OP = Spec((1, 1, 1, 1, 4), 1, (2, 1, 2), strides=(2, 1, 4), dilations
 #: the openvino-cpu SIGSEGV class minimum: the one output row lies between the dilated taps
 BF16_BETWEEN_TAPS = Spec((1, 3, 1, 5), 1, (5, 1), dilations=(3, 1), output_padding=(2, 0),
                          auto_pad="SAME_UPPER", bias=False, **BF16)
+#: the openvino-cpu class minimum: output_padding rows no tap reaches miss the bias (AMX brgconv_strided)
+BF16_STRIDED_UNREACHED = Spec((1, 2, 1, 1), 1, (5, 1), strides=(3, 2), output_padding=(2, 0), auto_pad="VALID", **BF16)
 
 #: (hazard, a config a runtime was measured to fail on, a neighbour the hazard must not flag)
 CASES = [
@@ -59,6 +61,12 @@ CASES = [
     ("bf16_output_between_taps",  # row 1 is between input 0's taps but input 1's first tap reaches it
      Spec((1, 3, 1, 5), 1, (5, 1), dilations=(3, 1), pads=(1, 0, 11, 0), bias=False, **BF16),
      Spec((1, 3, 2, 5), 1, (5, 1), dilations=(3, 1), pads=(1, 0, 12, 0), bias=False, **BF16)),
+    ("bf16_strided_unreached_bias",
+     BF16_STRIDED_UNREACHED,
+     BF16_STRIDED_UNREACHED.replace(input_shape=(1, 3, 1, 1))),  # 3 input channels: measured right
+    ("bf16_strided_unreached_bias",  # gaps between the taps along the last axis / along the first only
+     Spec((1, 2, 2, 2), 2, (2, 1), strides=(1, 2), **BF16),
+     Spec((1, 2, 2, 2), 2, (1, 2), strides=(2, 1), **BF16)),
 ]
 FLAGGED = {name: flagged for name, flagged, _ in reversed(CASES)}  # the first case of each hazard
 
@@ -72,6 +80,8 @@ def test_a_new_hazard_flags_its_repro_config_and_not_its_neighbour(name, flagged
 def test_dtype_limited_hazards_stay_off_float32():
     assert not HAZARDS["bf16_3d_depth_output_padding"].applies(BF16_DEPTH_OP.replace(dtype="float32", opset=17))
     assert not HAZARDS["bf16_output_between_taps"].applies(BF16_BETWEEN_TAPS.replace(dtype="float32", opset=17))
+    assert not HAZARDS["bf16_strided_unreached_bias"].applies(BF16_STRIDED_UNREACHED.replace(dtype="float32", opset=17))
+    assert not HAZARDS["bf16_strided_unreached_bias"].applies(BF16_STRIDED_UNREACHED.replace(bias=False))
 
 
 def test_pads_with_auto_pad_ignores_pads_that_output_shape_overrides():
@@ -99,6 +109,7 @@ FUZZ_CLASSES = [
     (BF16_DEPTH_OP, "torch-cpu", "drift", "torch-bf16-3d-output-padding-unwritten"),
     (BF16_DEPTH_OP.replace(bias=True), "torch-cpu", "nonfinite", "torch-bf16-3d-output-padding-unwritten"),
     (BF16_BETWEEN_TAPS, "openvino-cpu", "crash", "openvino-bf16-output-between-taps-crash"),
+    (BF16_STRIDED_UNREACHED, "openvino-cpu", "drift", "openvino-bf16-strided-unreached-bias"),
     (FLAGGED["pads_beyond_output"], "tract-cpu", "crash", "tract-pads-beyond-output-panic"),
     (FLAGGED["same_output_padding_beyond_size"], "tract-cpu", "crash", "tract-same-output-padding-panic"),
 ]
