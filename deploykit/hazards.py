@@ -19,8 +19,13 @@ class Hazard:
     applies: Callable[[ConvTransposeSpec], bool]
 
 
+def _auto_pad_same(spec: ConvTransposeSpec) -> bool:
+    return spec.auto_pad in ("SAME_UPPER", "SAME_LOWER")
+
+
 def _same(spec: ConvTransposeSpec) -> bool:
-    return spec.auto_pad in ("SAME_UPPER", "SAME_LOWER") and spec.output_shape is None
+    """SAME_* deciding the output size (output_shape, when given, decides it instead)."""
+    return _auto_pad_same(spec) and spec.output_shape is None
 
 
 def _output_padding_ge_stride(spec: ConvTransposeSpec) -> bool:
@@ -59,7 +64,7 @@ def _output_shape_head_extension(spec: ConvTransposeSpec) -> bool:
 
 
 def _output_shape_head_crop(spec: ConvTransposeSpec) -> bool:
-    return spec.output_shape is not None and not _is_same(spec) and any(b > 0 for b in spec.resolved_pads()[0])
+    return spec.output_shape is not None and not _auto_pad_same(spec) and any(b > 0 for b in spec.resolved_pads()[0])
 
 
 def _output_shape_same_upper_odd(spec: ConvTransposeSpec) -> bool:
@@ -71,7 +76,7 @@ def _output_shape_same_upper_odd(spec: ConvTransposeSpec) -> bool:
 
 
 def _output_shape_with_same(spec: ConvTransposeSpec) -> bool:
-    return spec.output_shape is not None and _is_same(spec)
+    return spec.output_shape is not None and _auto_pad_same(spec)
 
 
 def _same_kernel_within_stride(spec: ConvTransposeSpec) -> bool:
@@ -158,27 +163,27 @@ def _bf16_output_between_taps(spec: ConvTransposeSpec) -> bool:
     positions the dilated kernel taps reach: no input value reaches any output (each is the bias)."""
     if spec.dtype != "bfloat16":
         return False
-    begin = spec.resolved_pads()[0]
-    for axis in range(spec.rank - 1):
-        reached = {
-            i * spec.strides[axis] + t * spec.dilations[axis]
-            for i in range(spec.in_spatial[axis])
-            for t in range(spec.kernel_shape[axis])
-        }
-        if not reached.intersection(range(begin[axis], begin[axis] + spec.output_spatial[axis])):
-            return True
-    return False
+    return any(not (_reached(spec, axis) & _output_window(spec, axis)) for axis in range(spec.rank - 1))
 
 
-def _unreached_on(spec: ConvTransposeSpec, axis: int) -> bool:
-    """Some output position along `axis` that no kernel tap reaches (it holds the bias alone)."""
-    begin = spec.resolved_pads()[0][axis]
-    reached = {
+def _reached(spec: ConvTransposeSpec, axis: int) -> set[int]:
+    """Positions along `axis` of the uncropped output that some kernel tap writes to."""
+    return {
         i * spec.strides[axis] + t * spec.dilations[axis]
         for i in range(spec.in_spatial[axis])
         for t in range(spec.kernel_shape[axis])
     }
-    return not set(range(begin, begin + spec.output_spatial[axis])) <= reached
+
+
+def _output_window(spec: ConvTransposeSpec, axis: int) -> set[int]:
+    """The positions along `axis` of the uncropped output that the resolved pads keep."""
+    begin = spec.resolved_pads()[0][axis]
+    return set(range(begin, begin + spec.output_spatial[axis]))
+
+
+def _unreached_on(spec: ConvTransposeSpec, axis: int) -> bool:
+    """Some output position along `axis` that no kernel tap reaches (it holds the bias alone)."""
+    return not _output_window(spec, axis) <= _reached(spec, axis)
 
 
 def _bf16_strided_unreached_bias(spec: ConvTransposeSpec) -> bool:
@@ -192,10 +197,6 @@ def _bf16_strided_unreached_bias(spec: ConvTransposeSpec) -> bool:
     if all(k == 1 for k in spec.kernel_shape) or spec.strides[-1] == 1:
         return False
     return any(_unreached_on(spec, axis) for axis in range(spec.rank))
-
-
-def _is_same(spec: ConvTransposeSpec) -> bool:
-    return spec.auto_pad in ("SAME_UPPER", "SAME_LOWER")
 
 
 def _checkerboard(spec: ConvTransposeSpec) -> bool:
