@@ -199,6 +199,10 @@ def _bf16_strided_unreached_bias(spec: ConvTransposeSpec) -> bool:
     return any(_unreached_on(spec, axis) for axis in range(spec.rank))
 
 
+def _float64(spec: ConvTransposeSpec) -> bool:
+    return spec.dtype == "float64"
+
+
 def _checkerboard(spec: ConvTransposeSpec) -> bool:
     return any(k % s for k, s in zip(spec.kernel_shape, spec.strides) if s > 1)
 
@@ -333,6 +337,12 @@ HAZARDS: dict[str, Hazard] = {
             "bfloat16 with a bias, an even number of channels per group, a last-axis stride above 1 and"
             " outputs no kernel tap reaches: OpenVINO's AMX kernel may leave them at 0 instead of the bias",
             _bf16_strided_unreached_bias,
+        ),
+        Hazard(
+            "float64",
+            "a float64 model: GPU runtimes have float64 kernels only where they were written for it,"
+            " and a float64 path is rarely the one that is tested",
+            _float64,
         ),
         Hazard(
             "asymmetric_pads",

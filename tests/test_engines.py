@@ -203,6 +203,13 @@ def _cpu_flags() -> set[str]:
     return set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
 
 
+def _ort_cuda_available() -> bool:
+    """What the ort-cuda backend's probe says: onnxruntime-gpu with a GPU it can use."""
+    from deploykit import backends as registry
+
+    return registry.get("ort-cuda").probe().available
+
+
 def test_every_not_yet_reported_divergence_has_a_repro():
     for entry in load_divergences():
         if entry.upstream.startswith("not yet reported"):
@@ -222,6 +229,8 @@ def test_each_repro_still_shows_its_divergence(repro):
     flag = NEEDS_CPU_FLAG.get(repro.parent.name)
     if flag and flag not in _cpu_flags():
         pytest.skip(f"shown on CPUs with {flag} only")
+    if repro.parent.name.startswith("ort-cuda-") and not _ort_cuda_available():
+        pytest.skip("needs onnxruntime-gpu and an NVIDIA GPU (CUDAExecutionProvider is not available)")
     proc = subprocess.run([sys.executable, str(repro)], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "RUST_BACKTRACE": "0"})
     assert proc.returncode != 0, proc.stdout

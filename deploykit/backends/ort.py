@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
-from deploykit.bound import OneSum
+from deploykit.bound import Accumulation, OneSum, SumThenBias
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
 from deploykit.timing import host_timed
@@ -171,7 +171,15 @@ class OrtCudaBackend(OrtCpuBackend):
     def provider_options(self, config: BuildConfig) -> dict:
         return {"use_tf32": "1" if config.precision == "tf32" else "0"}
 
-    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[OneSum, ...]:
+    def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
+        # Measured on an H200 (onnxruntime-gpu 1.31.1, cuDNN 9.19, tests/test_gpu_fixture.py): float16
+        # products are summed in float32 and rounded once (exact on 120 accumulation probes); the bias
+        # takes one of two paths.  With explicit symmetric pads cuDNN's result is rounded to float16
+        # and the bias added apart (cudnnAddTensor), which rounds again; with asymmetric pads or
+        # SAME_* the bias joins the float32 sum.  Each path's emulation matches its configs' outputs
+        # bit for bit; the bound takes both, since which one runs is ORT's choice, not the caller's.
+        if dtype in ("float16", "bfloat16"):
+            return (OneSum("float32"), SumThenBias("float32", dtype))
         if dtype == "float32" and config.precision == "tf32":
             return (OneSum("float32", operands="tfloat32"),)
         return super().accumulation(dtype, config)
