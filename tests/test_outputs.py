@@ -61,7 +61,7 @@ def files(tmp_path: Path) -> Path:
     store.close()
     for copy in ("base.db", "s1.db", "s2.db"):
         shutil.copy(tmp_path / "r.db", tmp_path / copy)
-    (tmp_path / "m.yaml").write_text("cases:\n  - {label: tiny, input_shape: [1, 1, 3], out_channels: 1, kernel_shape: [2]}\n")
+    (tmp_path / "m.yaml").write_text("cases:\n  - {name: tiny, input_shape: [1, 1, 3], out_channels: 1, kernel_shape: [2]}\n")
     (tmp_path / "model.onnx").write_bytes(build_case(SPEC).model_bytes)
     (tmp_path / "f.py").write_text(FACTORY)
     shutil.copy(ROOT / "engines" / "profiles" / "default.yaml", tmp_path / "prof.yaml")
