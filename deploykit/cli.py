@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from deploykit.errors import MissingDependency, RunAborted, RunInterrupted, UsageError
-from deploykit.outputs import check_paths
+from deploykit.outputs import check_paths, factory_source
 from deploykit.paths import KNOWN_DIVERGENCES
 from deploykit.timing import MATRIX_TIMING, TimingOptions
 
@@ -602,7 +602,7 @@ def export_command(
     from deploykit.report.export import export_summary
 
     output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")
-    check_paths(inputs={"TARGET": target.rpartition(":")[0], "--engine-profile": engine_profile},
+    check_paths(inputs={"TARGET": factory_source(target), "--engine-profile": engine_profile},
                 outputs={"-o": output, "--engine": engine, "--json": json_path})
     for option, value in (("--rtol", rtol), ("--atol", atol)):
         if value is not None and not (math.isfinite(value) and value >= 0):

@@ -58,7 +58,8 @@ def check_paths(
     for label, folder in folders:
         for other_label, other in [(other_label, other) for other_label, other, _ in read] + files:
             if _same_file(folder, other) or _inside(other, folder):
-                raise UsageError(f"{label} {folder} holds {other_label} {other}, which it must not write over;"
+                relation = "is" if _same_file(folder, other) else "holds"
+                raise UsageError(f"{label} {folder} {relation} {other_label} {other}, which it must not write over;"
                                  " give another folder")
     for (label, folder), (other_label, other) in combinations(folders, 2):
         if _same_file(folder, other) or _inside(other, folder) or _inside(folder, other):
@@ -106,3 +107,20 @@ def _inside(path: str, folder: str) -> bool:
     """Whether `path` lies somewhere below `folder` (both resolved, symlinks included)."""
     real_path, real_folder = Path(_real(path)), Path(_real(folder))
     return real_folder != real_path and real_folder in real_path.parents
+
+
+def factory_source(target: str) -> str | None:
+    """The Python file an `export` TARGET (`file.py:factory` or `package.module:factory`) is read
+    from, found as the import will find it, without running it; None for a built-in example."""
+    import importlib.util
+
+    location, sep, _ = target.rpartition(":")
+    if not sep or not location:
+        return None
+    if location.endswith(".py"):
+        return location
+    try:
+        spec = importlib.util.find_spec(location)  # imports the parent packages of a dotted name, not the module
+    except Exception:  # noqa: BLE001 - whatever a parent package raises on import; the export says it later
+        return None
+    return spec.origin if spec is not None and spec.has_location else None

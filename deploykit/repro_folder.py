@@ -62,6 +62,13 @@ class Target:
 
 def check_target(folder: Path, identity: dict[str, str], label: str) -> Target:
     """Refuse, before any work, a target the bundle must not replace; say what is there otherwise."""
+    try:
+        return _inspect(folder, identity, label)
+    except OSError as error:  # a folder or file deploykit may not read: nothing is known to be safe to replace
+        raise UsageError(f"-o {folder}: cannot read {error.filename or folder} ({error.strerror}); give another folder") from None
+
+
+def _inspect(folder: Path, identity: dict[str, str], label: str) -> Target:
     path = Path(os.path.abspath(folder))
     if path.is_symlink():
         raise UsageError(f"-o {folder} is a symbolic link; give the folder itself (nothing is written through a link)")
@@ -136,6 +143,8 @@ def write_bundle_folder(target: Target, identity: dict[str, str], label: str, de
         hashes = {name: _sha256(staging / name) for name in files}
         marker = Marker(**identity, label=label, details=details, files=hashes)
         (staging / MARKER).write_text(json.dumps(marker.model_dump(), indent=2) + "\n")
+        if target.mode is not None:  # the replaced folder's permissions, set once the files are in
+            staging.chmod(target.mode)
         _install(staging, target)
     return files
 
@@ -150,8 +159,6 @@ def _staging(target: Target) -> Iterator[Path]:
     staging = _fresh_name(target.path, "new")
     staging.mkdir()  # the umask's permissions, as a plain mkdir of the target would have
     try:
-        if target.mode is not None:
-            staging.chmod(target.mode)
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when it was moved into place

@@ -104,6 +104,7 @@ PAIRS = [
      "--json", "--matrix", "m.yaml"),
     ("export f.py:make --verify-backends reference -o {out}", "-o", "TARGET", "f.py"),
     ("export f.py:make --verify-backends reference -o x.onnx --json {out}", "--json", "TARGET", "f.py"),
+    ("export f:make --verify-backends reference -o {out}", "-o", "TARGET", "f.py"),  # a module, found as the import finds it
     ("export f.py:make --verify-backends reference -o x.onnx --engine {out}", "--engine", "TARGET", "f.py"),
     ("export f.py:make --verify-backends reference -o {out} --engine-profile prof.yaml", "-o", "--engine-profile", "prof.yaml"),
     ("export f.py:make --verify-backends reference -o x.onnx --engine-profile prof.yaml --json {out}",
