@@ -159,7 +159,7 @@ def write_bundle(db: Path, config: str, backend: str, folder: Path, run_id: int 
         (staging / "ISSUE.md").write_text(issue_text(spec, result, recipe, run, criterion))
         return [*files, "repro.py", "ISSUE.md"]
 
-    details = {"label": result.label, "verdict": result.verdict, "run_id": run.run_id, "criterion": criterion.as_dict()}
+    details = {"verdict": result.verdict, "run_id": run.run_id, "criterion": criterion.as_dict()}
     try:
         files = write_bundle_folder(target, identity, result.label, details, fill)
     except OSError as error:
