@@ -21,6 +21,8 @@ from click.core import ParameterSource
 from rich.console import Console
 
 from deploykit.errors import MissingDependency, RunAborted, RunInterrupted, UsageError
+from deploykit.outputs import check_paths, factory_source
+from deploykit.paths import KNOWN_DIVERGENCES
 from deploykit.timing import MATRIX_TIMING, TimingOptions
 
 
@@ -35,6 +37,8 @@ def conformance_app() -> None:
     """Run and report the conformance matrix."""
 
 
+#: for `check_paths`: the known-divergence table a command reads
+_TABLE = {"the known-divergence table": KNOWN_DIVERGENCES}
 stdout = Console(width=160)
 stderr = Console(stderr=True, width=160)
 
@@ -120,6 +124,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
     from deploykit.onnxgen import build_case, check, write_backend_test_case
     from deploykit.reference import run_spec
 
+    check_paths(inputs={"--matrix": matrix}, output_folders={"--out": out})
     loaded = load(matrix, _csv(dtypes, "--dtypes"))
     resources.check_budget(loaded.specs, resources.parse_size(max_memory) if max_memory else resources.default_budget())
     try:
@@ -188,6 +193,7 @@ def conformance_run(
     from deploykit.metrics import Tolerance
     from deploykit.resources import parse_size
 
+    check_paths(inputs={"--matrix": matrix, **_TABLE}, databases={"--db": db}, outputs={"--json": json_path})
     if not all(math.isfinite(v) for v in (timeout or 0.0, atol or 0.0, rtol or 0.0)):
         raise UsageError("--timeout, --atol and --rtol must be finite numbers")
     divergences.load()  # a missing or broken table fails here, before any work, not in every worker
@@ -326,6 +332,7 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
     """Report a stored run: a table, JSON, Markdown (CI job summaries), JUnit XML or a self-contained HTML page."""
     from deploykit.store import Store
 
+    check_paths(inputs=_TABLE, databases={"--db": db}, outputs={"-o": output})
     store = Store(db, create=False)
     try:
         runs = store.runs()
@@ -364,6 +371,7 @@ def conformance_compare(baseline: Path, baseline_run: int | None, db: Path, run_
     from deploykit.compare import compare, load_side
     from deploykit.report.compare import comparison_markdown, print_comparison
 
+    check_paths(databases={"--baseline": baseline, "--db": db}, outputs={"--json": json_path})
     if json_path:
         _check_writable_file(json_path, "--json")
     result = compare(load_side(baseline, baseline_run), load_side(db, run_id), ratio_growth, sigmas, not no_latency, strict_ratio)
@@ -383,6 +391,7 @@ def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
     """Join the shards of one run (`conformance run --shard K/N` on N jobs) into one database."""
     from deploykit.merge import merge
 
+    check_paths(databases={"SHARDS": shards}, outputs={"-o": output})
     outcome = merge(list(shards), output)
     stdout.print(f"merged shard(s) {', '.join(map(str, outcome.merged))} of {outcome.count}: {outcome.results} results in"
                  f" {output} (run {outcome.run_id})")
@@ -411,6 +420,7 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
     from deploykit.fuzz.search import FuzzRequest, fuzz
     from deploykit.report.fuzz import class_lines, classes_json
 
+    check_paths(inputs=_TABLE, databases={"--db": db}, outputs={"--json": json_path})
     if not all(math.isfinite(v) for v in (budget or 0.0, timeout or 0.0)):
         raise UsageError("--budget and --timeout must be finite numbers")
     divergences.load()
@@ -463,6 +473,7 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
     from deploykit import backends as registry
     from deploykit.repro import install_line, write_bundle
 
+    check_paths(databases={"--db": db}, output_folders={"-o": output})
     registry.get(backend)
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output} is a file; give a folder")
@@ -515,6 +526,7 @@ def profile_command(
     from deploykit.profile import failing_rows, matrix_spec, profile, report, targets_for_model, targets_for_spec
     from deploykit.report import profile_table
 
+    check_paths(inputs={"MODEL": model, "--matrix": matrix}, outputs={"--json": json_path})
     if not (math.isfinite(warmup_ms) and math.isfinite(duration)):
         raise UsageError(f"--warmup-ms ({warmup_ms:g}) and --duration ({duration:g}) must be finite numbers")
     names = registry.parse(backends)
@@ -589,6 +601,9 @@ def export_command(
     from deploykit.backends import require_available
     from deploykit.report.export import export_summary
 
+    output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")
+    check_paths(inputs={"TARGET": factory_source(target), "--engine-profile": engine_profile},
+                outputs={"-o": output, "--engine": engine, "--json": json_path})
     for option, value in (("--rtol", rtol), ("--atol", atol)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UsageError(f"{option} {value:g} must be a finite number >= 0")
@@ -605,7 +620,6 @@ def export_command(
         if int(axis) in axes:
             raise UsageError(f"--dynamic-axis {text!r}: axis {int(axis)} is already dynamic as {axes[int(axis)]!r}")
         axes[int(axis)] = name
-    output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")
     make_output_folder(output)  # a bad -o is a usage error before any work, not an exporter refusal
     _check_writable_file(output, "-o")
     if json_path:
@@ -701,6 +715,7 @@ def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db:
     from deploykit.onnxread import load_model, parse_shape, resolve_shapes
     from deploykit.report.export import lint_summary
 
+    check_paths(inputs={"MODEL": model, **_TABLE}, databases={"--db": db}, outputs={"--json": json_path})
     requested = registry.parse(backends) if backends is not None else registry.deployment_targets()
     if json_path:
         _check_writable_file(json_path, "--json")

@@ -5,6 +5,12 @@ files, a `repro.py` that needs only NumPy and the runtime (each backend writes i
 with the runtime's public API: `Backend.repro_recipe`), and an `ISSUE.md` to paste upstream.
 `repro.py` exits 1 while the runtime still disagrees with the ONNX spec text and 0 once it is
 fixed, so it can go into the runtime's own regression tests.
+
+A bundle judges values with the criterion its run used (stored with the run): the rounding-error
+bound of the backend's accumulation model, or the user's --atol/--rtol, written into `repro.py`.
+Where it cannot (this deploykit declares another accumulation model than the run recorded), it is
+refused: a script that says "fixed" beside an ISSUE.md that reports a bug is a false report.
+Where the folder goes, and why nothing in it is ever overwritten, is `deploykit.repro_folder`.
 """
 
 from __future__ import annotations
@@ -17,18 +23,42 @@ import numpy as np
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig, ReproRecipe
-from deploykit.bound import error_bound
+from deploykit.bound import Accumulation, describe, error_bound
 from deploykit.errors import UsageError
+from deploykit.metrics import Tolerance
 from deploykit.onnxgen import build_case
 from deploykit.reference import ExactAnswer
+from deploykit.repro_folder import IDENTITY, check_target, write_bundle_folder
 from deploykit.result import Result
 from deploykit.spec import ConvTransposeSpec
 from deploykit.store import Run, Store
 
 #: verdicts a script can show (a timeout would only hang; a skip is no discrepancy)
 REPRODUCIBLE = ("drift", "shape-mismatch", "rejected", "accepted-invalid", "nonfinite", "crash")
-#: files only some bundles have: an earlier bundle's copy in the same folder would belong to another config
-OPTIONAL_FILES = ("B.npy", "expected.npy", "bound.npy")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """How a run judged output values: the rounding-error bound (`tolerance` None) or a fixed tolerance."""
+
+    tolerance: Tolerance | None = None
+    #: the bound's summation model(s), described as the run recorded them
+    accumulation: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.tolerance is None:
+            return "the rounding-error bound" + (f" ({self.accumulation})" if self.accumulation else "")
+        return f"atol={self.tolerance.atol:g} rtol={self.tolerance.rtol:g}"
+
+    def as_dict(self) -> dict:
+        if self.tolerance is None:
+            return {"kind": "bound", "accumulation": self.accumulation}
+        return {"kind": "tolerance", "atol": self.tolerance.atol, "rtol": self.tolerance.rtol}
+
+
+#: the default criterion of a run without --atol/--rtol
+BOUND = Criterion()
 
 
 @dataclass
@@ -37,6 +67,7 @@ class Bundle:
     files: list[str]
     result: Result
     recipe: ReproRecipe
+    criterion: Criterion = BOUND
 
 
 def _matches(result: Result, config: str) -> bool:
@@ -85,44 +116,86 @@ def _save(folder: Path, name: str, array: np.ndarray) -> str:
     return f"{name}.npy"
 
 
+def run_criterion(run: Run, result: Result, models: tuple[Accumulation, ...]) -> Criterion:
+    """The criterion the run judged `result` with; refused where the bundle could not judge the same way."""
+    stored = run.parameters.get("tolerance")
+    if stored is not None:
+        return Criterion(_stored_tolerance(run, stored))
+    declared = describe(models)
+    if result.accumulation and result.accumulation != declared:
+        raise UsageError(f"run {run.run_id} judged {result.backend} on {result.label} with the summation model"
+                         f" '{result.accumulation}', this deploykit declares '{declared}': a bound.npy from it would judge"
+                         " differently; write the repro with the deploykit version that ran it")
+    return Criterion(None, declared)
+
+
+def _stored_tolerance(run: Run, stored) -> Tolerance:
+    """The run's --atol/--rtol as stored; anything else is no criterion a script can use."""
+    try:
+        atol, rtol = float(stored["atol"]), float(stored["rtol"])
+    except (TypeError, KeyError, ValueError):
+        atol = rtol = float("nan")
+    if not (np.isfinite(atol) and np.isfinite(rtol) and atol >= 0 and rtol >= 0):
+        raise UsageError(f"run {run.run_id} stores a tolerance repro cannot use ({stored!r}); the bundle could not judge as the run did")
+    return Tolerance(atol, rtol)
+
+
 def write_bundle(db: Path, config: str, backend: str, folder: Path, run_id: int | None = None) -> Bundle:
-    """Write the folder for one stored result; everything is checked before the first file."""
+    """Write the folder for one stored result; everything is checked before the first file, and the
+    files are written beside the target and moved into place (deploykit.repro_folder)."""
     run, result = find_result(db, config, backend, run_id)
     recipe = _recipe(result)
     spec = ConvTransposeSpec.from_dict(result.spec)
+    models = registry.get(backend).accumulation(spec.dtype, BuildConfig())
+    criterion = run_criterion(run, result, models)
+    identity = {name: getattr(result, name) for name in IDENTITY}
+    target = check_target(folder, identity, result.label)
     case = build_case(spec)
+
+    def fill(staging: Path) -> list[str]:
+        files = ["model.onnx", *_write_arrays(staging, spec, case, models, criterion)]
+        (staging / "model.onnx").write_bytes(case.model_bytes)
+        (staging / "repro.py").write_text(script_text(spec, result, recipe, case.output_names, criterion))
+        (staging / "ISSUE.md").write_text(issue_text(spec, result, recipe, run, criterion))
+        return [*files, "repro.py", "ISSUE.md"]
+
+    details = {"verdict": result.verdict, "run_id": run.run_id, "criterion": criterion.as_dict()}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        files = _write_arrays(folder, spec, case, result.backend)
-        (folder / "model.onnx").write_bytes(case.model_bytes)
-        (folder / "repro.py").write_text(script_text(spec, result, recipe, case.output_names))
-        (folder / "ISSUE.md").write_text(issue_text(spec, result, recipe, run))
-        for stale in sorted(set(OPTIONAL_FILES) - set(files)):  # left by an earlier bundle in the folder
-            (folder / stale).unlink(missing_ok=True)
+        files = write_bundle_folder(target, identity, result.label, details, fill)
     except OSError as error:
-        raise UsageError(f"-o {folder}: cannot write ({error.strerror})") from None
-    return Bundle(folder, ["model.onnx", *files, "repro.py", "ISSUE.md"], result, recipe)
+        raise UsageError(f"-o {folder}: cannot write ({error.strerror}); what was there is unchanged") from None
+    return Bundle(folder, files, result, recipe, criterion)
 
 
-def _write_arrays(folder: Path, spec: ConvTransposeSpec, case, backend: str) -> list[str]:
+def _write_arrays(folder: Path, spec: ConvTransposeSpec, case, models: tuple[Accumulation, ...], criterion: Criterion) -> list[str]:
+    """The inputs, and for a valid config the float64 answer and, where the run judged with it, the bound."""
     files = [_save(folder, "X", case.x), _save(folder, "W", case.w)]
     if case.b is not None:
         files.append(_save(folder, "B", case.b))
     if spec.is_valid:
         exact = ExactAnswer(spec, case.x, case.w, case.b)
-        bound = error_bound(spec, exact, registry.get(backend).accumulation(spec.dtype, BuildConfig()))
-        files += [_save(folder, "expected", exact.output), _save(folder, "bound", bound)]
+        files.append(_save(folder, "expected", exact.output))
+        if criterion.tolerance is None:
+            files.append(_save(folder, "bound", error_bound(spec, exact, models)))
     return files
 
 
-def script_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, outputs: list[str]) -> str:
-    from deploykit.repro_templates import SCRIPT
+def script_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, outputs: list[str],
+                criterion: Criterion = BOUND) -> str:
+    from deploykit.repro_templates import COMPARE_BOUND, COMPARE_TOLERANCE, SCRIPT
 
     feeds = [] if recipe.reads_files else (["X", "W"] + (["B"] if spec.bias else []) if spec.weights_as_inputs else ["X"])
+    if criterion.tolerance is None:
+        compare, judged_by = COMPARE_BOUND, "bound.npy the largest rounding error\na correct float computation can make per element"
+    else:
+        compare = COMPARE_TOLERANCE.format(atol=criterion.tolerance.atol, rtol=criterion.tolerance.rtol)
+        judged_by = (f"judged as the run that found it judged:\n|actual - expected| <= atol + rtol * |expected| with {criterion.text}"
+                     " (the run's --atol/--rtol)")
     return SCRIPT.format(
-        title=issue_title(spec, result, recipe), pip=install_line(spec, recipe), verdict=result.verdict,
+        title=issue_title(spec, result, recipe, criterion), pip=install_line(spec, recipe), verdict=result.verdict,
         imports=recipe.imports, runtime=recipe.runtime, version=recipe.version, dtype=spec.dtype, feeds=feeds,
         invalid=not spec.is_valid, violations="; ".join(spec.violations()), run=recipe.run.rstrip(),
+        compare=compare, judged_by=judged_by,
     )
 
 
@@ -131,12 +204,14 @@ def install_line(spec: ConvTransposeSpec, recipe: ReproRecipe) -> str:
     return f"numpy {recipe.pip}" + (" ml_dtypes" if spec.dtype == "bfloat16" else "")
 
 
-def issue_title(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe) -> str:
+def issue_title(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, criterion: Criterion = BOUND) -> str:
     what = {
         "drift": "computes wrong values", "nonfinite": "returns NaN/Inf", "shape-mismatch": "returns the wrong output shape",
         "rejected": "refuses a valid model", "accepted-invalid": "runs a model the ONNX spec rules out",
         "crash": "aborts the process",
     }[result.verdict]
+    if result.verdict == "drift" and criterion.tolerance is not None:
+        what = f"differs from the float64 answer by more than {criterion.text}"
     runtime = f"{recipe.runtime} {result.backend_version}" if result.backend_version else recipe.runtime
     return f"{runtime}: ConvTranspose {what} ({attribute_summary(spec)})"
 
@@ -154,10 +229,10 @@ def attribute_summary(spec: ConvTransposeSpec) -> str:
     return ", ".join(parts)
 
 
-def issue_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run) -> str:
+def issue_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, criterion: Criterion = BOUND) -> str:
     from deploykit.repro_templates import issue_body
 
-    return issue_body(spec, result, recipe, run, _environment(run))
+    return issue_body(spec, result, recipe, run, _environment(run), criterion)
 
 
 def _environment(run: Run) -> dict:

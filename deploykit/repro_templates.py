@@ -7,11 +7,15 @@ so the quote is the ConvTranspose text the model was built against, word for wor
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
 
 from deploykit.backends.base import ReproRecipe
 from deploykit.result import Result
 from deploykit.spec import DEFAULT_OPSET, ConvTransposeSpec
 from deploykit.store import Run
+
+if TYPE_CHECKING:
+    from deploykit.repro import Criterion
 
 SCRIPT = '''"""{title}
 
@@ -19,8 +23,7 @@ Run in a virtual environment with only these packages:  pip install {pip}
     python repro.py
 Exit code 1 while the runtime disagrees with the ONNX spec text (deploykit's verdict: {verdict}),
 0 once it is fixed.  model.onnx is one ConvTranspose node; X.npy, W.npy and B.npy hold its
-inputs, expected.npy the float64 answer of the ONNX formula, bound.npy the largest rounding error
-a correct float computation can make per element.  ISSUE.md says more.
+inputs, expected.npy the float64 answer of the ONNX formula, {judged_by}.  ISSUE.md says more.
 """
 
 import sys
@@ -51,27 +54,7 @@ def load(name):
     return array.astype(DTYPE)
 
 
-def compare(actual):
-    expected, bound = np.load(HERE / "expected.npy"), np.load(HERE / "bound.npy")
-    print(f"expected shape {{list(expected.shape)}}, actual shape {{list(actual.shape)}}")
-    if actual.shape != expected.shape:
-        print("wrong output shape")
-        return 1
-    error = np.abs(actual.astype(np.float64) - expected)
-    bad = ~(error <= bound)  # NaN counts as beyond the bound
-    if not bad.any():
-        print("matches the ONNX spec within the rounding-error bound: fixed")
-        return 0
-    worst = np.unravel_index(int(np.argmax(np.where(bad, np.nan_to_num(error, nan=np.inf), -1.0))), error.shape)
-    print(f"{{int(bad.sum())}} of {{error.size}} outputs are beyond the rounding-error bound; at index {{list(map(int, worst))}}"
-          f" expected {{float(expected[worst])!r}}, got {{float(actual[worst])!r}} (bound {{float(bound[worst]):.3g}})")
-    if expected.size <= 32:
-        print("expected", np.round(expected.ravel(), 6).tolist())
-        print("actual  ", np.round(actual.astype(np.float64).ravel(), 6).tolist())
-    return 1
-
-
-def main():
+{compare}def main():
     print(f"{{RUNTIME}} {{VERSION}}, numpy {{np.__version__}}")
     feeds = {{name: load(name) for name in FEEDS}}
     try:
@@ -94,6 +77,57 @@ def main():
 if __name__ == "__main__":
     sys.exit(main())
 '''
+
+#: compare() judging with the rounding-error bound (bound.npy): what a run without --atol/--rtol did
+COMPARE_BOUND = '''def compare(actual):
+    expected, bound = np.load(HERE / "expected.npy"), np.load(HERE / "bound.npy")
+    print(f"expected shape {list(expected.shape)}, actual shape {list(actual.shape)}")
+    if actual.shape != expected.shape:
+        print("wrong output shape")
+        return 1
+    error = np.abs(actual.astype(np.float64) - expected)
+    bad = ~(error <= bound)  # NaN counts as beyond the bound
+    if not bad.any():
+        print("matches the ONNX spec within the rounding-error bound: fixed")
+        return 0
+    worst = np.unravel_index(int(np.argmax(np.where(bad, np.nan_to_num(error, nan=np.inf), -1.0))), error.shape)
+    print(f"{int(bad.sum())} of {error.size} outputs are beyond the rounding-error bound; at index {list(map(int, worst))}"
+          f" expected {float(expected[worst])!r}, got {float(actual[worst])!r} (bound {float(bound[worst]):.3g})")
+    if expected.size <= 32:
+        print("expected", np.round(expected.ravel(), 6).tolist())
+        print("actual  ", np.round(actual.astype(np.float64).ravel(), 6).tolist())
+    return 1
+
+
+'''
+
+#: compare() judging with the run's --atol/--rtol (a format template for the two numbers)
+COMPARE_TOLERANCE = '''ATOL, RTOL = {atol!r}, {rtol!r}  # the run's criterion: |actual - expected| <= ATOL + RTOL * |expected|
+
+
+def compare(actual):
+    expected = np.load(HERE / "expected.npy")
+    print(f"expected shape {{list(expected.shape)}}, actual shape {{list(actual.shape)}}")
+    if actual.shape != expected.shape:
+        print("wrong output shape")
+        return 1
+    error = np.abs(actual.astype(np.float64) - expected)
+    allowed = ATOL + RTOL * np.abs(expected)
+    bad = ~(error <= allowed)  # NaN counts as beyond it
+    if not bad.any():
+        print(f"within atol={{ATOL:g}} rtol={{RTOL:g}} of the ONNX formula's float64 answer, the run's criterion: fixed")
+        return 0
+    worst = np.unravel_index(int(np.argmax(np.where(bad, np.nan_to_num(error, nan=np.inf), -1.0))), error.shape)
+    print(f"{{int(bad.sum())}} of {{error.size}} outputs exceed atol={{ATOL:g}} rtol={{RTOL:g}}; at index {{list(map(int, worst))}}"
+          f" expected {{float(expected[worst])!r}}, got {{float(actual[worst])!r}} (allowed {{float(allowed[worst]):.3g}})")
+    if expected.size <= 32:
+        print("expected", np.round(expected.ravel(), 6).tolist())
+        print("actual  ", np.round(actual.astype(np.float64).ravel(), 6).tolist())
+    return 1
+
+
+'''
+
 
 def _attribute_rows(spec: ConvTransposeSpec) -> list[str]:
     """The node's attributes exactly as the model writes them (read back from the file's node)."""
@@ -126,7 +160,7 @@ def _quotes(spec: ConvTransposeSpec) -> list[str]:
     return quotes
 
 
-def _expected(spec: ConvTransposeSpec) -> str:
+def _expected(spec: ConvTransposeSpec, criterion: Criterion, result: Result) -> str:
     if not spec.is_valid:
         return f"The model breaks the spec ({'; '.join(spec.violations())}), so a runtime should refuse it."
     begin, end = spec.resolved_pads()
@@ -136,8 +170,24 @@ def _expected(spec: ConvTransposeSpec) -> str:
             "and M/group output channels per group g, Y[n, g*M/group + m, o] = B[g*M/group + m] + sum of "
             "X[n, g*C/group + c, i] * W[g*C/group + c, m, k] over c, and over every input position i and kernel "
             "tap k with o = i*stride - pads_begin + k*dilation on each spatial axis. "
-            "`expected.npy` holds that sum in float64, `bound.npy` the rounding error a correct "
-            "float computation may add per element.")
+            + _judged_by(criterion, result))
+
+
+def _judged_by(criterion: Criterion, result: Result) -> str:
+    """How the values are judged: as the run that found the result judged them."""
+    if criterion.tolerance is None:
+        return ("`expected.npy` holds that sum in float64, `bound.npy` the rounding error a correct "
+                "float computation may add per element.")
+    text = (f"`expected.npy` holds that sum in float64. The run that found this judged values with a fixed tolerance, "
+            f"|actual - expected| <= atol + rtol * |expected| with {criterion.text}, not with the rounding error a correct "
+            "float computation may make; `repro.py` judges the same way.")
+    if result.verdict == "drift" and result.bound_ratio is not None:
+        if result.bound_ratio <= 1:
+            text += (f" Every element was within that rounding-error bound (bound_ratio {result.bound_ratio:.3g}): by the "
+                     "ONNX text this is no error, only a miss of the tolerance the run was given.")
+        else:
+            text += f" The largest error was also {result.bound_ratio:.3g}x that rounding-error bound."
+    return text
 
 
 def _actual(result: Result) -> str:
@@ -157,12 +207,14 @@ def _environment_lines(result: Result, recipe: ReproRecipe, env: dict) -> list[s
     ]
 
 
-def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, env: dict) -> str:
-    from deploykit.repro import install_line, issue_title
+def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, env: dict,
+               criterion: Criterion | None = None) -> str:
+    from deploykit.repro import BOUND, install_line, issue_title
 
+    criterion = criterion or BOUND
     w_kind = "graph input" if spec.weights_as_inputs else "initializer"
     lines = [
-        f"# {issue_title(spec, result, recipe)}", "",
+        f"# {issue_title(spec, result, recipe, criterion)}", "",
         "## What happens", "", _actual(result), "",
         f"## Minimal model (one ConvTranspose node, opset {spec.opset}, {spec.dtype})", "",
         "| | |", "|---|---|",
@@ -170,7 +222,7 @@ def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run
         f"| B | `{[spec.out_channels] if spec.bias else 'none'}` |", *_attribute_rows(spec), "",
         "## Expected, per the ONNX ConvTranspose text", "",
         *[line for quote in _quotes(spec) for line in (textwrap.fill(quote, 100, initial_indent="> ", subsequent_indent="> "), "")],
-        _expected(spec), "",
+        _expected(spec, criterion, result), "",
         "## Reproduce", "", "```", f"pip install {install_line(spec, recipe)}", "python repro.py   # exit code 1 while the problem is present", "```", "",
         "## Environment", "", *_environment_lines(result, recipe, env), "",
     ]

@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from deploykit.errors import UsageError
 from deploykit.execute import Executor
 from deploykit.repro import script_text, write_bundle
 from deploykit.spec import ConvTransposeSpec
 from deploykit.store import Store
 
+from test_outputs import _snapshot
+
 #: repro.py run with these imports made impossible: it must need none of them
 BLOCKED = ("deploykit", "onnx", "ml_dtypes", "hypothesis", "rich", "click")
 
 
-def _stored(tmp_path: Path, spec: ConvTransposeSpec, backend: str, verdict: str | None = None) -> Path:
+def _stored(tmp_path: Path, spec: ConvTransposeSpec, backend: str, verdict: str | None = None,
+            parameters: dict | None = None) -> Path:
     """A results database holding the real result of `backend` on `spec` (its verdict replaced if asked)."""
     result = Executor().run(spec, backend)
     if verdict is not None:
         result.verdict = verdict
     db = tmp_path / "results.db"
     store = Store(db)
-    run_id = store.start_run("test", {}, {"packages": {"onnx": "x"}, "cpu": "test cpu"}, 1, None)
+    run_id = store.start_run("test", parameters or {}, {"packages": {"onnx": "x"}, "cpu": "test cpu"}, 1, None)
     store.add(run_id, result)
     store.finish_run(run_id)
     store.close()
@@ -122,8 +130,8 @@ def test_a_runtime_part_missing_is_no_refusal(tmp_path):
     assert done.returncode != 0 and "as it should" not in done.stdout, done.stdout + done.stderr
 
 
-def test_a_folder_reused_keeps_no_file_of_the_earlier_config(tmp_path):
-    """expected.npy of a valid config must not stay beside a spec-invalid config's model."""
+def test_a_folder_holding_another_results_bundle_is_refused_untouched(tmp_path):
+    """A bundle of another config must not be replaced (it used to be overwritten file by file)."""
     valid = ConvTransposeSpec(input_shape=(1, 1, 3), out_channels=1, kernel_shape=(2,))
     invalid = ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(3,), auto_pad="SAME_UPPER", pads=(1, 1),
                                 bias=False, expect="reject")
@@ -131,8 +139,10 @@ def test_a_folder_reused_keeps_no_file_of_the_earlier_config(tmp_path):
         (tmp_path / name).mkdir()
     first = write_bundle(_stored(tmp_path / "a", valid, "ort-cpu", verdict="drift"), valid.id, "ort-cpu", tmp_path / "bundle")
     assert {"B.npy", "expected.npy", "bound.npy"} <= set(first.files)
-    write_bundle(_stored(tmp_path / "b", invalid, "onnx-reference"), invalid.id, "onnx-reference", tmp_path / "bundle")
-    assert not any((tmp_path / "bundle" / name).exists() for name in ("B.npy", "expected.npy", "bound.npy"))
+    before = _snapshot(tmp_path / "bundle")
+    with pytest.raises(UsageError, match="holds the repro bundle of another result"):
+        write_bundle(_stored(tmp_path / "b", invalid, "onnx-reference"), invalid.id, "onnx-reference", tmp_path / "bundle")
+    assert _snapshot(tmp_path / "bundle") == before
 
 
 def test_torch_backends_write_a_torch_script(tmp_path):
@@ -165,3 +175,176 @@ def test_a_pass_has_nothing_to_reproduce(tmp_path):
                            "--backend", "ort-cpu", "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "nothing to reproduce" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ----- the folder: nothing the bundle did not write is ever replaced -------------------------------------------------
+
+VALID = ConvTransposeSpec(input_shape=(1, 1, 3), out_channels=1, kernel_shape=(2,))
+
+
+def _repro_cli(db: Path, spec: ConvTransposeSpec, folder: Path, *, limit_file_size: int | None = None):
+    """`deploykit repro` as a user runs it; with `limit_file_size`, under `ulimit -f` (bytes)."""
+    def limit():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    return subprocess.run([sys.executable, "-m", "deploykit", "repro", "--db", str(db), "--config", spec.id, "--backend",
+                           "ort-cpu", "-o", str(folder)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limit if limit_file_size else None)
+
+
+def _one_line_usage_error(done: subprocess.CompletedProcess, needle: str) -> None:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and needle in lines[0], (done.returncode, done.stderr)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Staging or set-aside folders a bundle write left beside its target."""
+    return [p.name for p in folder.iterdir() if ".deploykit-" in p.name]
+
+
+def test_a_folder_of_the_users_own_files_is_refused_untouched(tmp_path):
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("model.onnx", "repro.py", "ISSUE.md", "expected.npy"):
+        (mine / name).write_text(f"the user's own {name}\n")
+    before = _snapshot(mine)
+    _one_line_usage_error(_repro_cli(db, VALID, mine), "no deploykit repro bundle")
+    assert _snapshot(mine) == before and not _leftovers(tmp_path)
+
+
+def test_a_symlink_target_is_refused_and_not_followed(tmp_path):
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere, target_is_directory=True)
+    _one_line_usage_error(_repro_cli(db, VALID, tmp_path / "link"), "is a symbolic link")
+    assert not any(elsewhere.iterdir())
+
+
+def test_a_symlink_inside_a_previous_bundle_is_not_followed(tmp_path):
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
+    write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
+    outside = tmp_path / "precious.npy"
+    outside.write_text("the user's file outside the folder\n")
+    (tmp_path / "bundle" / "expected.npy").unlink()
+    (tmp_path / "bundle" / "expected.npy").symlink_to(outside)
+    _one_line_usage_error(_repro_cli(db, VALID, tmp_path / "bundle"), "expected.npy is no longer the file deploykit wrote")
+    assert outside.read_text() == "the user's file outside the folder\n"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda folder: (folder / "ISSUE.md").write_text("my notes for the upstream report\n"), "ISSUE.md was changed"),
+    (lambda folder: (folder / "notes.txt").write_text("mine\n"), r"did not write \(notes\.txt\)"),
+])
+def test_a_previous_bundle_the_user_changed_is_kept(tmp_path, change, message):
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
+    write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
+    change(tmp_path / "bundle")
+    before = _snapshot(tmp_path / "bundle")
+    with pytest.raises(UsageError, match=message):
+        write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
+    assert _snapshot(tmp_path / "bundle") == before
+
+
+def test_a_previous_bundle_of_the_same_result_is_replaced_whole(tmp_path):
+    """The same result judged by a later run with --atol/--rtol: bound.npy goes, the folder keeps its permissions."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_bundle(_stored(tmp_path / "a", VALID, "ort-cpu", verdict="drift"), VALID.id, "ort-cpu", tmp_path / "bundle")
+    (tmp_path / "bundle").chmod(0o750)
+    tolerance_run = _stored(tmp_path / "b", VALID, "ort-cpu", verdict="drift", parameters={"tolerance": {"atol": 0.0, "rtol": 0.0}})
+    bundle = write_bundle(tolerance_run, VALID.id, "ort-cpu", tmp_path / "bundle")
+    names = {p.name for p in (tmp_path / "bundle").iterdir()}
+    assert names == {*bundle.files, "deploykit-repro.json"} and "bound.npy" not in names
+    marker = json.loads((tmp_path / "bundle" / "deploykit-repro.json").read_text())
+    assert marker["config_id"] == VALID.id and marker["details"]["criterion"] == {"kind": "tolerance", "atol": 0.0, "rtol": 0.0}
+    assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o750 and not _leftovers(tmp_path)
+
+
+def test_an_empty_folder_takes_the_bundle(tmp_path):
+    (tmp_path / "empty").mkdir()
+    bundle = write_bundle(_stored(tmp_path, VALID, "ort-cpu", verdict="drift"), VALID.id, "ort-cpu", tmp_path / "empty")
+    assert {p.name for p in (tmp_path / "empty").iterdir()} == {*bundle.files, "deploykit-repro.json"}
+
+
+def test_a_write_failing_half_way_leaves_the_previous_bundle(tmp_path, monkeypatch):
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
+    write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
+    before = _snapshot(tmp_path / "bundle")
+    real_save = np.save
+
+    def disk_full_at_expected(path, array):
+        if Path(path).name == "expected.npy":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(path, array)
+
+    monkeypatch.setattr(np, "save", disk_full_at_expected)
+    with pytest.raises(UsageError, match="No space left on device.*unchanged"):
+        write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
+    assert _snapshot(tmp_path / "bundle") == before and not _leftovers(tmp_path)
+
+
+def test_a_file_size_limit_half_way_leaves_the_previous_bundle(tmp_path):
+    """`ulimit -f`: X.npy and W.npy fit, repro.py does not."""
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
+    write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
+    before = _snapshot(tmp_path / "bundle")
+    _one_line_usage_error(_repro_cli(db, VALID, tmp_path / "bundle", limit_file_size=1024), "cannot write")
+    assert _snapshot(tmp_path / "bundle") == before and not _leftovers(tmp_path)
+
+
+# ----- the criterion: a bundle judges as its run did ------------------------------------------------------------------
+
+def test_a_run_judged_with_atol_0_gives_a_bundle_that_exits_1(tmp_path):
+    """A float32 result is never exactly the float64 answer: with --atol 0 --rtol 0 it is `drift`, and the
+    bundle's repro.py must say so too (it used to judge with the bound, print "fixed" and exit 0)."""
+    spec = ConvTransposeSpec(input_shape=(1, 2, 5), out_channels=2, kernel_shape=(3,), strides=(2,))
+    (tmp_path / "m.yaml").write_text(f"cases:\n  - {json.dumps({**spec.to_dict(), 'name': 'tiny'})}\n")
+    run = subprocess.run([sys.executable, "-m", "deploykit", "conformance", "run", "--matrix", "m.yaml", "--backends", "ort-cpu",
+                          "--atol", "0", "--rtol", "0", "--db", "r.db"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "1 new findings" in run.stdout, run.stdout + run.stderr
+    done = subprocess.run([sys.executable, "-m", "deploykit", "repro", "--db", "r.db", "--config", "tiny", "--backend", "ort-cpu",
+                           "-o", "bundle"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    script = _run_script(tmp_path / "bundle")
+    assert script.returncode == 1 and "exceed atol=0 rtol=0" in script.stdout, script.stdout + script.stderr
+    assert not (tmp_path / "bundle" / "bound.npy").exists()
+    issue = (tmp_path / "bundle" / "ISSUE.md").read_text()
+    assert "by more than atol=0 rtol=0" in issue.splitlines()[0]
+    assert "within that rounding-error bound" in issue and "no error" in issue  # ort computes it right: no upstream bug
+
+
+def test_a_pass_under_a_generous_tolerance_is_not_bundled(tmp_path):
+    """A result beyond the rounding-error bound passes a run with --atol 1e9: repro has nothing to reproduce."""
+    from deploykit.metrics import Tolerance
+
+    result = Executor(tolerance=Tolerance(1e9, 0.0)).run(VALID, "ort-cpu")
+    assert result.verdict == "pass"
+    db = tmp_path / "r.db"
+    store = Store(db)
+    run_id = store.start_run("test", {"tolerance": {"atol": 1e9, "rtol": 0.0}}, {}, 1, None)
+    store.add(run_id, result)
+    store.close()
+    _one_line_usage_error(_repro_cli(db, VALID, tmp_path / "out"), "nothing to reproduce")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_judged_with_another_summation_model_is_refused(tmp_path):
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
+    store = Store(db)
+    [result] = store.results(1)
+    store.db.execute("UPDATE results SET accumulation='float16 sum per kernel tap'")
+    store.close()
+    assert result.accumulation  # the run recorded one
+    with pytest.raises(UsageError, match="with the summation model 'float16 sum per kernel tap'"):
+        write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_tolerance_repro_cannot_read_is_refused(tmp_path):
+    db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift", parameters={"tolerance": {"atol": "loose"}})
+    with pytest.raises(UsageError, match="stores a tolerance repro cannot use"):
+        write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
