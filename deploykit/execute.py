@@ -3,7 +3,8 @@
 `run_backend(backend, case, config)` is the only place a backend's runner is built, activated,
 run, timed and freed, and the only place a refusal becomes `rejected` or a documented limit
 `unsupported`, as does a build precision the runtime reports it did not apply (read back after
-`activate()`, before anything runs: no output is judged at a precision that did not run).  Conformance (`Executor`, inside the harness's workers), `profile` and `export`
+`activate()`, before anything runs: no output is judged at a precision that did not run).
+Conformance (`Executor`, inside the harness's workers), `profile` and `export`
 all call it; they differ only in what they compare the outputs with.
 Data flows one way: spec -> case (model + inputs) -> backend (with a build config) -> outputs ->
 verdict against the float64 reference.

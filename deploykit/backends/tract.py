@@ -118,10 +118,12 @@ class TractRunner:
         if self._precision != "fp16":
             return None
         kinds = sorted({fact.rsplit(",", 1)[-1] for fact in self._facts} & set(_PRECISION_OF_FACT))
-        evidence = f"tract's typed model takes {'/'.join(kinds) or 'no float'} inputs after its FloatPrecision f32 -> f16 transform"
+        evidence = (f"tract's typed model takes {'/'.join(kinds) or 'no float'} inputs"
+                    " after its FloatPrecision f32 -> f16 transform")
         if kinds in ([], ["f16"]):
             return AppliedPrecision("fp16", evidence)
-        return AppliedPrecision("/".join(_PRECISION_OF_FACT[kind] for kind in kinds), evidence, "the transform lowers float32 only")
+        ran = "/".join(_PRECISION_OF_FACT[kind] for kind in kinds)
+        return AppliedPrecision(ran, evidence, "the transform lowers float32 only")
 
     def deactivate(self) -> None:
         self.runnable = None
