@@ -7,7 +7,7 @@ feeds and reads tensors of exactly each port's element type.  Measured on OpenVI
   the hint is always sent: fp32 -> f32, fp16 -> f16, bf16 -> bf16;
 - the plugin replaces a hint the CPU has no arithmetic for: on a CPU without AVX512-FP16/AMX-FP16
   the f16 hint reads back bf16, and OPTIMIZATION_CAPABILITIES lists no FP16 (measured on an AMD EPYC
-  with AVX512-BF16).  After compiling, the runner reads back what ran (`applied_precision`) from two
+  with AVX512-BF16 and no AMX).  After compiling, the runner reads back what ran (`applied_precision`) from two
   sources, each for its own question: the compiled model's INFERENCE_PRECISION_HINT says whether the
   plugin took the hint for the model (its documented answer), and the runtime model's per-layer
   `runtimePrecision` (`executed_kernels`) says whether the layer deploykit judges ran in it.  fp16 or
@@ -21,8 +21,9 @@ feeds and reads tensors of exactly each port's element type.  Measured on OpenVI
 - float16 and bfloat16 models sum in float32 and round once, except that a bias given as a graph
   input is added by a separate Add in the narrow type (SumThenBias);
 - the f16 hint rounds a float32 model's inputs, weights and bias to float16, sums in float32 and
-  rounds the result to float16; the bf16 hint is not applied to ConvTranspose (it is to Conv), so
-  bf16 declares both the lowered and the float32 model;
+  rounds the result to float16; the bf16 hint is not applied to ConvTranspose (it is to Conv): such
+  a row is `unsupported` (above), and bf16 declares both the lowered and the float32 model for a
+  Deconvolution that does run bf16 (none seen yet);
 - float64 is computed in float32 by design (openvino#4681): `unsupported`;
 - the Python API maps bf16 to NumPy float16 and converts mismatched arrays by value, so an
   ml_dtypes.bfloat16 array passed to `infer()` becomes wrong inputs without an error: bf16 goes in
