@@ -2,7 +2,9 @@
 
 `run_backend(backend, case, config)` is the only place a backend's runner is built, activated,
 run, timed and freed, and the only place a refusal becomes `rejected` or a documented limit
-`unsupported`.  Conformance (`Executor`, inside the harness's workers), `profile` and `export`
+`unsupported`, as does a build precision the runtime reports it did not apply (read back after
+`activate()`, before anything runs: no output is judged at a precision that did not run).
+Conformance (`Executor`, inside the harness's workers), `profile` and `export`
 all call it; they differ only in what they compare the outputs with.
 Data flows one way: spec -> case (model + inputs) -> backend (with a build config) -> outputs ->
 verdict against the float64 reference.
@@ -20,7 +22,7 @@ import numpy as np
 
 from deploykit import backends as registry
 from deploykit import divergences
-from deploykit.backends.base import Availability, Backend, BuildConfig
+from deploykit.backends.base import Availability, Backend, BuildConfig, precision_not_applied, read_applied_precision
 from deploykit.bound import describe
 from deploykit.isolation import isolated, run_isolated
 from deploykit.metrics import Tolerance, judge_output
@@ -64,8 +66,12 @@ def skip_reason(backend: Backend, availability: Availability, case: Case, config
     return ("unsupported", unsupported) if unsupported else None
 
 
-def _activate_and_infer(runner, case: Case, timing: TimingOptions | None, outcome: Outcome) -> None:
+def _activate_and_infer(runner, case: Case, config: BuildConfig, timing: TimingOptions | None, outcome: Outcome) -> None:
     _, outcome.setup_ms = timed_ms(runner.activate)
+    not_applied = precision_not_applied(config.precision, read_applied_precision(runner))
+    if not_applied:
+        outcome.status, outcome.reason = "unsupported", not_applied
+        return
     outcome.outputs = {name: np.asarray(value) for name, value in runner.infer(case.feeds).items()}
     outcome.status = "ok"
     if timing is not None:
@@ -103,7 +109,7 @@ def run_backend(
     runner = backend.load(case, config)
     try:
         try:
-            _activate_and_infer(runner, case, timing, outcome)
+            _activate_and_infer(runner, case, config, timing, outcome)
         finally:
             runner.deactivate()
     except Exception as error:  # noqa: BLE001 - any refusal is a finding, not a deploykit crash
@@ -208,7 +214,7 @@ class Executor:
         if prepared.inferred_shape is not None:
             result.onnx_inferred_shape = list(prepared.inferred_shape)
         if outcome.status != "ok":
-            if spec.expect == "reject":
+            if spec.expect == "reject" and outcome.status != "unsupported":
                 result.reason = f"refused the spec-invalid model: {outcome.reason}"
             else:
                 result.verdict, result.reason = outcome.status, outcome.reason

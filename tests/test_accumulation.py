@@ -6,6 +6,9 @@ in 1D, 2D and 3D, bias on and off, grouped), check that the backend's output equ
 emulation of the order its model declares, and check that the declared bound holds with a ratio
 that is not vacuous.  torch picks oneDNN or its native kernels by CPU features; the native path
 is forced with `torch.backends.mkldnn.flags(enabled=False)`, so both are measured on any machine.
+OpenVINO's fp16 paths run only where its CPU plugin applies the f16 hint (OPTIMIZATION_CAPABILITIES
+lists FP16: AVX512-FP16 or AMX-FP16); elsewhere they skip with that reason, since the plugin runs
+bf16/f32 instead and such a result is `unsupported` (tests/test_precision.py).
 TVM sums in the narrow type itself, where the worst case of K roundings grows far beyond real
 errors (about sqrt(K) of them) as K grows: its paths, and tinygrad's (whose first run of each
 config compiles with clang), are measured on configs with few products per output.
@@ -19,6 +22,7 @@ import numpy as np
 import pytest
 
 import emulation
+from conftest import skip_unless_openvino_applies
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
 from deploykit.bound import UNIT_ROUNDOFF, OneSum, SumThenBias, error_bound, gamma, smallest_subnormal
@@ -75,6 +79,8 @@ def _run(backend_name: str, spec: ConvTransposeSpec, path: str) -> tuple[np.ndar
     # A path is `default`, `native` (torch without oneDNN), a build precision such as `fp16`, and/or
     # `weights-as-inputs` (set in the spec), joined by "+".
     precision = next((p for p in path.split("+") if p in ("fp16", "bf16")), "fp32")
+    if backend_name == "openvino-cpu" and precision != "fp32":
+        skip_unless_openvino_applies(precision)  # elsewhere another precision runs: nothing of this path to measure
     config = BuildConfig(precision)
     case = build_case(spec)
     context = _onednn(False) if path == "native" else contextlib.nullcontext()

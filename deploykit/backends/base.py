@@ -8,6 +8,13 @@ build precision is a value passed in, never a global.  A runner is one prepared 
 `activate / infer / deactivate`: session or engine creation is never mixed with inference (and
 never inside a timed region), and `infer(feeds)` returns every output by name, as Polygraphy's
 runners do.  Nothing outside a backend's own module needs to know its name.
+
+A build precision is a request, and a runtime may not honour it (OpenVINO's CPU plugin turns an f16
+hint into bf16 on a CPU without float16 arithmetic).  After `activate()`, a runner that can tell
+reports what the runtime applied through `applied_precision()` (see `AppliedPrecision`); the
+execution path turns a precision that was not applied into `unsupported` with the runtime's own
+evidence, so no result is ever a pass at a precision that did not run.  A runner that cannot tell
+leaves the method out (or returns None) and its results stand as requested.
 """
 
 from __future__ import annotations
@@ -110,6 +117,39 @@ class ReproRecipe:
     reads_files: bool = False
 
 
+@dataclass(frozen=True)
+class AppliedPrecision:
+    """What the runtime itself reports it applied for a build precision, read back after `activate()`.
+
+    `precision` is a build precision name (PRECISIONS) when the runtime's answer maps to one, else
+    the runtime's own word.  `evidence` says where it was read, in the runtime's terms, and what
+    runs (e.g. "OpenVINO's compiled model reads back INFERENCE_PRECISION_HINT bf16"); `why`, when
+    the runtime can tell, why the request was not honoured (e.g. the CPU lacks the arithmetic).
+    A runtime's answer, never deploykit's guess: that is what makes it evidence for a verdict.
+    """
+
+    precision: str
+    evidence: str
+    why: str = ""
+
+
+def precision_not_applied(requested: str, applied: AppliedPrecision | None) -> str | None:
+    """The `unsupported` reason when the runtime reports another precision than `requested`, or
+    None (applied, or the runner cannot tell).  The result keeps the requested precision as its
+    identity; the reason says what ran instead."""
+    if applied is None or applied.precision == requested:
+        return None
+    reason = f"{requested} not applied: {applied.evidence}"
+    return f"{reason}; {applied.why}" if applied.why else reason
+
+
+def read_applied_precision(runner: object) -> AppliedPrecision | None:
+    """The runner's read-back, or None for a runner without one (the method is optional, so a
+    backend written before it, or one whose runtime cannot tell, keeps working unchanged)."""
+    read_back = getattr(runner, "applied_precision", None)
+    return read_back() if callable(read_back) else None
+
+
 class Runner(Protocol):
     def activate(self) -> None:
         """Build the session/engine. Raising here means the backend refused the model."""
@@ -127,6 +167,16 @@ class Runner(Protocol):
 
     def deactivate(self) -> None:
         """Free the session/engine."""
+
+
+class ReadsBackPrecision(Protocol):
+    """Optional for a runner (not every runtime can tell): `read_applied_precision` calls it when
+    present and treats a runner without it as "cannot tell"."""
+
+    def applied_precision(self) -> AppliedPrecision | None:
+        """After `activate`: the precision the runtime reports it applied, read from the built
+        session or engine, or None when it has no such answer.  It must not raise (a read-back that
+        fails is None).  A precision other than the requested one makes the result `unsupported`."""
 
 
 class Backend:

@@ -3,13 +3,27 @@
 `CompiledModelFromOnnx` is the loader (ONNX bytes + build config -> compiled model); the runner
 feeds and reads tensors of exactly each port's element type.  Measured on OpenVINO 2026.4.1
 (tests/test_accumulation.py, tests/test_engines.py):
-- the plugin's default precision is machine-dependent (bf16 on CPUs with AMX-BF16), so the hint is
-  always sent: fp32 -> f32, fp16 -> f16, bf16 -> bf16;
+- the plugin's default precision is machine-dependent (bf16 on CPUs with AVX512-BF16 or AMX-BF16), so
+  the hint is always sent: fp32 -> f32, fp16 -> f16, bf16 -> bf16;
+- the plugin replaces a hint the CPU has no arithmetic for: on a CPU without AVX512-FP16/AMX-FP16
+  the f16 hint reads back bf16, and OPTIMIZATION_CAPABILITIES lists no FP16 (measured on an AMD EPYC
+  with AVX512-BF16 and no AMX).  After compiling, the runner reads back what ran (`applied_precision`) from two
+  sources, each for its own question: the compiled model's INFERENCE_PRECISION_HINT says whether the
+  plugin took the hint for the model (its documented answer), and the runtime model's per-layer
+  `runtimePrecision` (`executed_kernels`) says whether the layer deploykit judges ran in it.  fp16 or
+  bf16 counts as applied only when both agree: the hint alone would pass a bf16 row whose
+  Deconvolution ran in f32 (the plugin keeps it there under the bf16 hint) against a bound made for
+  bf16 operands, far too wide for a float32 result (measured on one 2-D float32 config: bound_ratio
+  6.9e-6, where the float32 bound gives the same output 0.086).  fp32 means the model's own
+  types, so only the hint (f32) is checked: a bfloat16 model runs a bf16 Deconvolution at fp32;
+- on AVX512-BF16 without AMX, a float16 model is upcast to f32 under the f32 and the bf16 hint alike
+  (its Deconvolution runs f32): at bf16 it is `unsupported` for that reason;
 - float16 and bfloat16 models sum in float32 and round once, except that a bias given as a graph
   input is added by a separate Add in the narrow type (SumThenBias);
 - the f16 hint rounds a float32 model's inputs, weights and bias to float16, sums in float32 and
-  rounds the result to float16; the bf16 hint is not applied to ConvTranspose (it is to Conv), so
-  bf16 declares both the lowered and the float32 model;
+  rounds the result to float16; the bf16 hint is not applied to ConvTranspose (it is to Conv): such
+  a row is `unsupported` (above), and bf16 declares both the lowered and the float32 model for a
+  Deconvolution that does run bf16 (none seen yet);
 - float64 is computed in float32 by design (openvino#4681): `unsupported`;
 - the Python API maps bf16 to NumPy float16 and converts mismatched arrays by value, so an
   ml_dtypes.bfloat16 array passed to `infer()` becomes wrong inputs without an error: bf16 goes in
@@ -24,7 +38,9 @@ from typing import Callable
 import ml_dtypes
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
+from deploykit import cpu_features
+from deploykit.backends.base import (AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta,
+                                     pinned)
 from deploykit.bound import Accumulation, OneSum, SumThenBias
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -33,6 +49,8 @@ from deploykit.timing import host_timed
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 #: build precision -> INFERENCE_PRECISION_HINT (the CPU plugin accepts f32, f16, bf16, undefined)
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+#: the compiled model's INFERENCE_PRECISION_HINT -> the build precision it is
+PRECISION_OF_HINT = {hint: precision for precision, hint in HINTS.items()}
 _NUMPY_NAMES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i64": "int64", "i32": "int32"}
 
 
@@ -55,10 +73,11 @@ class CompiledModelFromOnnx:
 
 
 class OpenVinoRunner:
-    """One compiled model and its infer request."""
+    """One compiled model and its infer request, built for build precision `precision`."""
 
-    def __init__(self, load_compiled: Callable[[], object]) -> None:
+    def __init__(self, load_compiled: Callable[[], object], precision: str = "fp32") -> None:
         self._load_compiled = load_compiled
+        self.precision = precision
         self.compiled = self.request = None
 
     def activate(self) -> None:
@@ -117,6 +136,35 @@ class OpenVinoRunner:
                 rows.append((field("layerType"), field("primitiveType"), field("runtimePrecision")))
         return rows
 
+    def applied_precision(self) -> AppliedPrecision | None:
+        """What the compiled model ran, or None when its hint cannot be read (module docstring: a
+        reduced precision counts as applied when the hint held and every Deconvolution runs in it)."""
+        hint = self._compiled_hint()
+        if hint is None:
+            return None
+        applied = PRECISION_OF_HINT.get(hint, hint)
+        evidence = f"OpenVINO's compiled model reads back INFERENCE_PRECISION_HINT {hint} for the {HINTS[self.precision]} hint"
+        layers = [] if self.precision == "fp32" else self._deconvolution_precisions()  # fp32: the model's own types
+        if applied == self.precision and layers in ([], [hint]):
+            return AppliedPrecision(applied, evidence)
+        if applied != self.precision:
+            evidence += f" (its Deconvolution runs {'/'.join(layers)})" if layers else ""
+            return AppliedPrecision(applied, evidence, cpu_features.openvino_lacks(self.precision) or "")
+        ran = "/".join(PRECISION_OF_HINT.get(kind, kind) for kind in layers)
+        return AppliedPrecision(ran, f"{evidence}, but its Deconvolution runs {'/'.join(layers)}")
+
+    def _compiled_hint(self) -> str | None:
+        try:
+            return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except Exception:  # noqa: BLE001 - a plugin without the property cannot tell: the request stands
+            return None
+
+    def _deconvolution_precisions(self) -> list[str]:
+        try:
+            return sorted({kind for layer, _, kind in self.executed_kernels() if layer == "Deconvolution" and kind})
+        except Exception:  # noqa: BLE001 - the detail of a reason, never the reason itself
+            return []
+
     def deactivate(self) -> None:
         self.request = self.compiled = None
 
@@ -147,7 +195,7 @@ class OpenVinoCpuBackend(Backend):
         return super().accumulation(dtype, config)
 
     def load(self, case: Case, config: BuildConfig) -> OpenVinoRunner:
-        return OpenVinoRunner(CompiledModelFromOnnx(case.model_bytes, config))
+        return OpenVinoRunner(CompiledModelFromOnnx(case.model_bytes, config), config.precision)
 
     def repro_recipe(self, spec, version: str | None) -> ReproRecipe:
         return ReproRecipe("OpenVINO", pinned("openvino", version), "openvino.__version__", "import openvino", _OPENVINO_RUN)

@@ -10,6 +10,13 @@ them), which `execute.run_backend` records as `rejected`.
 
 This backend has never run on real TensorRT or a GPU.  Its accumulation models below are therefore
 declared, not measured.
+
+What ran is not read back (no `applied_precision`): fp16/bf16 on a float32 model are builder flags
+(TensorRT 10) that permit, not force, the narrow type, and TensorRT 11 has no such flags (the model's
+own types are built).  Per-layer precisions are only in the engine inspector's JSON, for engines
+built with ProfilingVerbosity.DETAILED, in a layout TensorRT 11 changed; with no GPU run to check a
+parser against, a tensorrt fp16/bf16 result means "built with the flag", which the declared models
+(narrow and float32) both cover.
 """
 
 from __future__ import annotations

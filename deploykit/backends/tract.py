@@ -6,7 +6,10 @@ from a path only, so the bytes go through a temporary file).  Measured on tract 
 - float16 sums each kernel tap's channels in float32, rounds it to float16, and adds the bias and
   then the taps one by one in float16 (the bias first, unlike torch): TapSums(bias_first);
 - the fp16 build precision (tract's FloatPrecision f32 -> f16 transform) runs a float32 model that
-  way on float16-rounded operands; tract has no bfloat16 (refused at load);
+  way on float16-rounded operands; tract has no bfloat16 (refused at load).  The transform rewrites
+  the model's types whatever the CPU (tract carries its own float16 kernels), and the typed model
+  says what it did: the runner reads its input facts back (`applied_precision`), so a model the
+  transform leaves as it was (float64: it lowers float32 only) is `unsupported` at fp16, not a pass;
 - a Rust panic crosses the FFI and aborts the process (e.g. output_shape together with SAME_*):
   the backend declares `aborts_process`, so deploykit runs it in a child process where it is not
   already isolated, and a panic costs one `crash`;
@@ -22,7 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
+from deploykit.backends.base import (AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta,
+                                     pinned)
 from deploykit.bound import Accumulation, OneSum, TapSums
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -30,6 +34,8 @@ from deploykit.onnxread import ONNX_TO_DTYPE, graph_inputs
 from deploykit.timing import host_timed
 
 _NUMPY_NAMES = {"f16": "float16", "f32": "float32", "f64": "float64"}
+#: a float input fact's element type -> the build precision a model typed so runs in
+_PRECISION_OF_FACT = {"f16": "fp16", "f32": "fp32", "f64": "float64"}
 
 
 def _quiet_panics() -> None:
@@ -63,8 +69,9 @@ class RunnableFromOnnx:
 class TractRunner:
     """One runnable model; inputs are positional in graph order, outputs mapped to the graph's names."""
 
-    def __init__(self, load: Callable[[], tuple], case: Case) -> None:
+    def __init__(self, load: Callable[[], tuple], case: Case, precision: str = "fp32") -> None:
         self._load = load
+        self._precision = precision
         self._inputs = [gi.name for gi in graph_inputs(case.model)]
         self._outputs = [(o.name, ONNX_TO_DTYPE.get(o.type.tensor_type.elem_type)) for o in case.model.graph.output]
         self.runnable = None
@@ -105,6 +112,19 @@ class TractRunner:
         state = self.runnable.spawn_state()
         return host_timed(lambda: state.run(tensors))
 
+    def applied_precision(self) -> AppliedPrecision | None:
+        """At fp16, the float types the typed model takes after FloatPrecision f32 -> f16 (read from
+        its input facts); None at fp32, where nothing is transformed (the model's own types run)."""
+        if self._precision != "fp16":
+            return None
+        kinds = sorted({fact.rsplit(",", 1)[-1] for fact in self._facts} & set(_PRECISION_OF_FACT))
+        evidence = (f"tract's typed model takes {'/'.join(kinds) or 'no float'} inputs"
+                    " after its FloatPrecision f32 -> f16 transform")
+        if kinds in ([], ["f16"]):
+            return AppliedPrecision("fp16", evidence)
+        ran = "/".join(_PRECISION_OF_FACT[kind] for kind in kinds)
+        return AppliedPrecision(ran, evidence, "the transform lowers float32 only")
+
     def deactivate(self) -> None:
         self.runnable = None
 
@@ -131,7 +151,7 @@ class TractCpuBackend(Backend):
         return (OneSum(dtype),)
 
     def load(self, case: Case, config: BuildConfig) -> TractRunner:
-        return TractRunner(RunnableFromOnnx(case.model_bytes, config), case)
+        return TractRunner(RunnableFromOnnx(case.model_bytes, config), case, config.precision)
 
     def repro_recipe(self, spec, version: str | None) -> ReproRecipe:
         run = (
