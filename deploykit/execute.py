@@ -65,9 +65,16 @@ def skip_reason(backend: Backend, availability: Availability, case: Case, config
 
 
 def no_cuda_graph_reason(backend: Backend) -> str:
-    """Why `--cuda-graph` cannot time this backend (one line)."""
+    """Why `--cuda-graph` cannot time this backend (one line), naming the backends that can."""
     where = "runs on the CPU" if backend.device == "cpu" else "has no CUDA-graph replay"
-    return f"{backend.name} {where}: --cuda-graph applies to torch-cuda, ort-cuda and tensorrt"
+    capable = []
+    for name in registry.names():
+        try:
+            if registry.get(name).capabilities.cuda_graphs:
+                capable.append(name)
+        except Exception:  # noqa: BLE001 - a broken plugin: `deploykit backends` says why
+            continue
+    return f"{backend.name} {where}: --cuda-graph applies to {', '.join(capable) or 'no registered backend'}"
 
 
 def _activate_and_infer(runner, case: Case, timing: TimingOptions | None, outcome: Outcome, graphs: str | None = None) -> None:
