@@ -502,7 +502,7 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
 @click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True, help="at least this many samples")
 @click.option("--duration", type=click.FloatRange(min=0), default=1.0, show_default=True, help="at least this many seconds of samples")
 @click.option("--include-transfers", is_flag=True, help="time host<->device copies too")
-@click.option("--cuda-graph", is_flag=True, help="replay a CUDA graph of one inference per sample (torch-cuda, ort-cuda, tensorrt)")
+@click.option("--cuda-graph", is_flag=True, help="replay a CUDA graph of one inference per sample (GPU backends)")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="intra-op threads [default: all cores]")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="build precision (a backend that cannot honour it says so)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write statistics and environment here")

@@ -151,7 +151,8 @@ def timing_run_options(synchronize: bool = True):
     return options
 
 
-def bound_call(session, feeds: dict[str, np.ndarray], device: str, run_options, fixed_outputs: bool = False) -> Callable[[], None]:
+def bound_call(session, feeds: dict[str, np.ndarray], device: str, run_options,
+               fixed_outputs: bool = False) -> Callable[[], None]:
     """One `run_with_iobinding` of `session` with its inputs on `device` and its outputs allocated by
     ORT on the first run and reused from then on: the call does nothing else (no synchronise, no
     rebinding), as a bare IO-binding loop.  Where ORT refuses to reuse an output (its shape
