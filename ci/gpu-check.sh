@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: on a machine with an NVIDIA GPU, run the GPU tests, the smoke matrix on every GPU
-# backend that is available (torch-cuda, ort-cuda, tensorrt) with --latency at fp32 and tf32, and
-# a profile of the decoder layer; write every result (database, JSON, logs, summary.txt) to OUT.
+# backend that is available (torch-cuda, ort-cuda, tensorrt) with --latency at fp32 and tf32, the
+# GPU timing fidelity benchmark, and a profile of the decoder layer, plain and with --cuda-graph;
+# write every result (database, JSON, logs, summary.txt) to OUT.
 #
 #   ci/gpu-check.sh OUT
 #
@@ -13,7 +14,8 @@
 #
 # Environment: PYTHON (default python3); NVIDIA_SMI (default nvidia-smi);
 # GPU_CHECK_BACKENDS (default torch-cuda,ort-cuda,tensorrt); GPU_CHECK_TIMING (extra timing
-# options for the matrix and the profile, e.g. "--warmup-ms 10 --duration 0.05" for a quick run).
+# options for the matrix and the profile, e.g. "--warmup-ms 10 --duration 0.05" for a quick run);
+# GPU_CHECK_FIDELITY (options for benchmarks/bench_gpu_fidelity.py, e.g. "--rounds 2 --seconds 0.05").
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -27,6 +29,7 @@ PYTHON=${PYTHON:-python3}
 NVIDIA_SMI=${NVIDIA_SMI:-nvidia-smi}
 CANDIDATES=${GPU_CHECK_BACKENDS:-torch-cuda,ort-cuda,tensorrt}
 read -r -a TIMING <<< "${GPU_CHECK_TIMING:-}"
+read -r -a FIDELITY <<< "${GPU_CHECK_FIDELITY:-}"
 DECODER_LAYER=decoder-256-128-32x32-k4s2p1
 SUMMARY="$OUT/summary.txt"
 STATUS=0
@@ -55,7 +58,7 @@ note "gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), $("$PYTHON" --ver
 
 if ! "$NVIDIA_SMI" -L > "$OUT/gpu.txt" 2>&1; then
     note "GPU missing: '$NVIDIA_SMI -L' failed or is not installed ($(head -n 1 "$OUT/gpu.txt"))"
-    note "skipped: the GPU tests, the smoke matrix on $CANDIDATES, the $DECODER_LAYER profile (they need an NVIDIA GPU)"
+    note "skipped: the GPU tests, the smoke matrix on $CANDIDATES, the GPU fidelity benchmark, the $DECODER_LAYER profile (they need an NVIDIA GPU)"
     finish
 fi
 "$NVIDIA_SMI" > "$OUT/nvidia-smi.txt" 2>&1
@@ -109,10 +112,23 @@ note "  $(tail -n 1 "$OUT/smoke.txt")"
 step "smoke report (Markdown)" "$OUT/report.log" \
     "$PYTHON" -m deploykit conformance report --db "$OUT/results.db" --format md -o "$OUT/smoke.md"
 
+FIDELITY_LOG="$OUT/gpu-fidelity.jsonl"
+step "GPU fidelity benchmark (benchmarks/bench_gpu_fidelity.py)" "$FIDELITY_LOG" \
+    "$PYTHON" benchmarks/bench_gpu_fidelity.py "${FIDELITY[@]}"
+if grep -q '^no GPU' "$FIDELITY_LOG"; then
+    note "  $(grep '^no GPU' "$FIDELITY_LOG")"
+else
+    note "  $(grep -c '"within": true' "$FIDELITY_LOG") checked ratios within 0.95-1.05, $(grep -c '"within": false' "$FIDELITY_LOG") outside"
+fi
+
 for precision in fp32 tf32; do
-    step "profile $DECODER_LAYER at $precision" "$OUT/profile-$precision.txt" \
-        "$PYTHON" -m deploykit profile --matrix decoder --config "$DECODER_LAYER" --backends "$AVAILABLE" \
-        --precision "$precision" "${TIMING[@]}" --json "$OUT/profile-$precision.json"
-    cat "$OUT/profile-$precision.txt" >> "$SUMMARY"
+    for mode in plain cuda-graph; do
+        name="profile-$precision" graph=() label=""
+        if [ "$mode" = cuda-graph ]; then name="$name-cuda-graph" graph=(--cuda-graph) label=" with --cuda-graph"; fi
+        step "profile $DECODER_LAYER at $precision$label" "$OUT/$name.txt" \
+            "$PYTHON" -m deploykit profile --matrix decoder --config "$DECODER_LAYER" --backends "$AVAILABLE" \
+            --precision "$precision" "${graph[@]}" "${TIMING[@]}" --json "$OUT/$name.json"
+        cat "$OUT/$name.txt" >> "$SUMMARY"
+    done
 done
 finish

@@ -163,6 +163,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 @click.option("--iterations", type=click.IntRange(min=1), default=MATRIX_TIMING.iterations, show_default=True, help="with --latency: at least this many samples")
 @click.option("--duration", type=click.FloatRange(min=0), default=MATRIX_TIMING.duration_s, show_default=True, help="with --latency: at least this many seconds of samples")
 @click.option("--include-transfers", is_flag=True, help="with --latency: time host<->device copies too")
+@click.option("--cuda-graph", is_flag=True, help="with --latency: replay a CUDA graph of one inference per sample (GPU backends)")
 @click.option("--precisions", "--precision", "precisions", default="fp32", show_default=True, help="build precisions, comma-separated (fp32, tf32, fp16, bf16); one result per precision")
 @click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 @click.option("--shard", default=None, help="K/N: run shard K of N of the tasks (CI jobs in parallel; `conformance merge` joins them)")
@@ -182,6 +183,7 @@ def conformance_run(
     iterations: int,
     duration: float,
     include_transfers: bool,
+    cuda_graph: bool,
     precisions: str,
     max_memory: str | None,
     shard: str | None,
@@ -199,6 +201,9 @@ def conformance_run(
     divergences.load()  # a missing or broken table fails here, before any work, not in every worker
     if json_path:
         _check_writable_file(json_path, "--json")
+    if cuda_graph and not latency:
+        raise UsageError("--cuda-graph is a timing mode: give it with --latency")
+    timing = _timing_options(warmup_ms, iterations, duration, include_transfers, cuda_graph)
     tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
     chosen = registry.parse(backends)
     if backends is not None and not resume:
@@ -216,7 +221,7 @@ def conformance_run(
         resume=resume,
         timeout=timeout,
         tolerance=tolerance,
-        latency=TimingOptions(warmup_ms, iterations, duration, include_transfers).as_dict() if latency else None,
+        latency=timing.as_dict() if latency else None,
         precisions=_precisions(precisions),
         max_memory=parse_size(max_memory) if max_memory is not None else None,
         explicit=_explicit_run_options(),
@@ -276,8 +281,17 @@ def _render(summary, results: list, known: list, format_: str) -> str:
 _RUN_PARAMETER = {
     "matrix": "matrix", "backends": "backends", "dtypes": "dtypes", "atol": "tolerance", "rtol": "tolerance",
     "latency": "latency", "warmup_ms": "latency", "iterations": "latency", "duration": "latency",
-    "include_transfers": "latency", "precisions": "precisions", "shard": "shard",
+    "include_transfers": "latency", "cuda_graph": "latency", "precisions": "precisions", "shard": "shard",
 }
+
+
+def _timing_options(warmup_ms: float, iterations: int, duration: float, include_transfers: bool,
+                    cuda_graph: bool) -> TimingOptions:
+    """Timing options from the command line; a CUDA graph replays device work only, so it cannot
+    hold the host copies --include-transfers asks to time."""
+    if cuda_graph and include_transfers:
+        raise UsageError("--cuda-graph replays device work only; it cannot time host<->device copies (drop --include-transfers)")
+    return TimingOptions(warmup_ms, iterations, duration, include_transfers, cuda_graph=cuda_graph)
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
@@ -499,6 +513,7 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
 @click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True, help="at least this many samples")
 @click.option("--duration", type=click.FloatRange(min=0), default=1.0, show_default=True, help="at least this many seconds of samples")
 @click.option("--include-transfers", is_flag=True, help="time host<->device copies too")
+@click.option("--cuda-graph", is_flag=True, help="replay a CUDA graph of one inference per sample (GPU backends)")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="intra-op threads [default: all cores]")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="build precision (a backend that cannot honour it says so)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write statistics and environment here")
@@ -513,6 +528,7 @@ def profile_command(
     iterations: int,
     duration: float,
     include_transfers: bool,
+    cuda_graph: bool,
     threads: int | None,
     precision: str,
     json_path: Path | None,
@@ -547,7 +563,7 @@ def profile_command(
     else:
         overrides = dict(parse_shape(text) for text in shapes)
         targets, source = targets_for_model(model, overrides, batches), str(model)
-    options = TimingOptions(warmup_ms, iterations, duration, include_transfers)
+    options = _timing_options(warmup_ms, iterations, duration, include_transfers, cuda_graph)
     rows = profile(targets, names, options, threads or os.cpu_count(), precision)
     profile_table(rows, stdout, source)
     if json_path:

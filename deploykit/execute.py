@@ -66,7 +66,22 @@ def skip_reason(backend: Backend, availability: Availability, case: Case, config
     return ("unsupported", unsupported) if unsupported else None
 
 
-def _activate_and_infer(runner, case: Case, config: BuildConfig, timing: TimingOptions | None, outcome: Outcome) -> None:
+def no_cuda_graph_reason(backend: Backend) -> str:
+    """Why `--cuda-graph` cannot time this backend (one line), naming the backends that can."""
+    where = "runs on the CPU" if backend.device == "cpu" else "has no CUDA-graph replay"
+    capable = []
+    for name in registry.names():
+        try:
+            if registry.get(name).capabilities.cuda_graphs:
+                capable.append(name)
+        except Exception:  # noqa: BLE001 - a broken plugin: `deploykit backends` says why
+            continue
+    return f"{backend.name} {where}: --cuda-graph applies to {', '.join(capable) or 'no registered backend'}"
+
+
+def _activate_and_infer(runner, case: Case, config: BuildConfig, timing: TimingOptions | None, outcome: Outcome,
+                        graphs: str | None = None) -> None:
+    """`graphs`: why this backend cannot replay a CUDA graph (None: it can), for `timing.cuda_graph`."""
     _, outcome.setup_ms = timed_ms(runner.activate)
     not_applied = precision_not_applied(config.precision, read_applied_precision(runner))
     if not_applied:
@@ -74,11 +89,16 @@ def _activate_and_infer(runner, case: Case, config: BuildConfig, timing: TimingO
         return
     outcome.outputs = {name: np.asarray(value) for name, value in runner.infer(case.feeds).items()}
     outcome.status = "ok"
-    if timing is not None:
-        try:
-            outcome.stats = measure(runner.iteration(case.feeds, timing.include_transfers), timing)
-        except Exception as error:  # noqa: BLE001 - timing must not change the verdict
-            outcome.timing_problem = f"latency not measured: {one_line(error)}"
+    if timing is None:
+        return
+    if timing.cuda_graph and graphs:
+        outcome.timing_problem = f"latency not measured: {graphs}"
+        return
+    try:
+        extra = {"cuda_graph": True} if timing.cuda_graph else {}  # runners without graphs never see the keyword
+        outcome.stats = measure(runner.iteration(case.feeds, timing.include_transfers, **extra), timing)
+    except Exception as error:  # noqa: BLE001 - timing must not change the verdict
+        outcome.timing_problem = f"latency not measured: {one_line(error)}"
 
 
 def run_backend(
@@ -109,7 +129,8 @@ def run_backend(
     runner = backend.load(case, config)
     try:
         try:
-            _activate_and_infer(runner, case, config, timing, outcome)
+            graphs = None if backend.capabilities.cuda_graphs else no_cuda_graph_reason(backend)
+            _activate_and_infer(runner, case, config, timing, outcome, graphs)
         finally:
             runner.deactivate()
     except Exception as error:  # noqa: BLE001 - any refusal is a finding, not a deploykit crash
@@ -244,5 +265,8 @@ class Executor:
         result.latency_median_ms = outcome.stats.median_ms
         result.latency_p99_ms = outcome.stats.p99_ms
         result.latency_cv = outcome.stats.cv
-        result.gflops = outcome.stats.gflops(spec.flops)
+        if outcome.stats.gpu is not None:
+            result.latency_gpu_median_ms = outcome.stats.gpu.median_ms
+            result.latency_gpu_p99_ms = outcome.stats.gpu.p99_ms
+        result.gflops = outcome.stats.compute_gflops(spec.flops)
         result.setup_ms = outcome.setup_ms

@@ -14,12 +14,12 @@ from deploykit import backends as registry
 from deploykit import environment
 from deploykit.errors import UsageError
 from deploykit.backends.base import BuildConfig
-from deploykit.execute import run_backend
+from deploykit.execute import no_cuda_graph_reason, run_backend
 from deploykit.matrix import load as load_matrix
 from deploykit.onnxgen import Case, build_case
 from deploykit.onnxread import case_from_model, load_model, resolve_shapes
 from deploykit.spec import ConvTransposeSpec
-from deploykit.timing import TimingOptions
+from deploykit.timing import Stats, TimingOptions
 
 
 @dataclass
@@ -46,6 +46,13 @@ class ProfileRow:
     setup_ms: float | None = None
     threads: int | None = None
     warnings: list[str] = field(default_factory=list)
+    #: plain (one inference per sample) or cuda-graph (one replay of a captured CUDA graph)
+    timing_mode: str = "plain"
+    #: GPU backends: GPU compute time of the same samples (CUDA events around the work: min_ms ...
+    #: cv, samples); the *_ms fields above are then the host latency of the whole call.
+    gpu_compute: dict | None = None
+    #: why a GPU backend has no GPU compute figure (host latency only)
+    gpu_compute_note: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,20 +120,33 @@ def profile(
         availability = backend.probe()
         for target in targets:
             row = ProfileRow(backend=name, batch=target.batch, status="ok", backend_version=availability.version,
-                             threads=threads, precision=precision)
-            outcome = run_backend(backend, availability, target.case, config, options)
+                             threads=threads, precision=precision, timing_mode=options.mode)
             rows.append(row)
+            if options.cuda_graph and not backend.capabilities.cuda_graphs:
+                row.status, row.reason = "unsupported", no_cuda_graph_reason(backend)
+                continue
+            outcome = run_backend(backend, availability, target.case, config, options)
             if outcome.status == "ok" and outcome.stats is None:
                 outcome.status, outcome.reason = "rejected", outcome.timing_problem or "no timing samples"
             if outcome.status != "ok":
                 row.status, row.reason = outcome.status, outcome.reason
                 continue
-            for key, value in outcome.stats.as_dict().items():
-                setattr(row, key, value)
+            _fill_figures(row, outcome.stats, target)
             row.setup_ms = outcome.setup_ms
-            row.throughput_per_s = outcome.stats.throughput_per_s(target.batch)
-            row.gflops = outcome.stats.gflops(target.flops) if target.flops else None
     return rows
+
+
+def _fill_figures(row: ProfileRow, stats: Stats, target: Target) -> None:
+    """Host latency into the row's own fields, GPU compute time (when measured) beside it.
+    Throughput is what a caller gets (host latency); GFLOP/s is the work's own rate (GPU compute
+    time where there is one)."""
+    for key, value in stats.as_dict().items():
+        if key not in ("gpu", "gpu_note"):
+            setattr(row, key, value)
+    row.gpu_compute = stats.gpu.figures() if stats.gpu is not None else None
+    row.gpu_compute_note = stats.gpu_note
+    row.throughput_per_s = stats.throughput_per_s(target.batch)
+    row.gflops = stats.compute_gflops(target.flops) if target.flops else None
 
 
 def report(rows: list[ProfileRow], options: TimingOptions, source: str) -> dict:

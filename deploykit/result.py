@@ -45,6 +45,10 @@ class Result:
     latency_median_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_cv: float | None = None
+    # GPU compute time (CUDA events around the work) of the same samples, on GPU backends; the
+    # latency_* figures above are then the host latency of the whole call.
+    latency_gpu_median_ms: float | None = None
+    latency_gpu_p99_ms: float | None = None
     gflops: float | None = None
     setup_ms: float | None = None
 

@@ -27,7 +27,8 @@ from deploykit.result import Result
 #: 1: the first layout.  2: runs.owner; results.accumulation and results.float32_sum_ratio.
 #: 3: results.precision, part of the primary key (a result is per build precision).
 #: 4: runs.known_divergences, the table a run was judged with (reports of old runs never change).
-SCHEMA_VERSION = 4
+#: 5: results.latency_gpu_median_ms and latency_gpu_p99_ms (GPU compute time beside host latency).
+SCHEMA_VERSION = 5
 _RESULT_FIELDS = [f.name for f in fields(Result)]
 _JSON_FIELDS = {"expected_shape", "actual_shape", "onnx_inferred_shape", "spec"}
 _RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "matrix", "parameters", "environment", "planned", "owner",

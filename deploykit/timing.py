@@ -3,8 +3,9 @@
 Method after trtexec: the warm-up runs until `warmup_ms` has passed (at least once), then samples
 are taken one call at a time until both `iterations` and `duration_s` are reached.  Every sample is
 kept, so percentiles are exact order statistics of what ran, not of a histogram.  How one sample is
-timed is the runner's business (host `perf_counter_ns` around a synchronous call on CPU, CUDA
-events with a synchronise on GPU); this module only drives and summarises.
+timed is the runner's business; this module only drives and summarises.  A sample is a latency in ms
+(host `perf_counter_ns` around a synchronous call) or a `gpu_timing.Sample` with a host latency and a
+GPU compute time (CUDA events around the work): then both are summarised, as two figures.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from deploykit.gpu_timing import Sample
 
 #: trtexec and pytest-benchmark both call a run noisy past a few percent of CV.
 NOISY_CV = 0.025
@@ -29,9 +32,20 @@ class TimingOptions:
     include_transfers: bool = False
     #: a hard cap so a pathological config cannot run for ever
     max_iterations: int = 100_000
+    #: replay a CUDA graph of one inference per sample (GPU backends that can capture one)
+    cuda_graph: bool = False
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The options as stored with a run; `cuda_graph` only when on, so runs timed the usual way
+        keep the parameters older runs stored (resume and merge compare them)."""
+        data = asdict(self)
+        if not self.cuda_graph:
+            del data["cuda_graph"]
+        return data
+
+    @property
+    def mode(self) -> str:
+        return "cuda-graph" if self.cuda_graph else "plain"
 
 
 #: The conformance matrix times every config, so it takes shorter defaults.
@@ -52,6 +66,10 @@ class Stats:
     cv: float
     warmup_runs: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: GPU compute time (CUDA events around the work) of the same samples; the fields above are then
+    #: the host latency of the whole call.  None on CPU backends, or with `gpu_note` saying why not.
+    gpu: "Stats | None" = None
+    gpu_note: str | None = None
 
     def throughput_per_s(self, batch: int = 1) -> float:
         """Inferences per second at the median latency (batch items per call)."""
@@ -60,6 +78,15 @@ class Stats:
     def gflops(self, flops: int) -> float:
         """Achieved GFLOP/s at the median latency."""
         return flops / (self.median_ms * 1e6) if self.median_ms > 0 else math.inf
+
+    def compute_gflops(self, flops: int) -> float:
+        """GFLOP/s of the work itself: at the GPU compute median where there is one, else the host median."""
+        return (self.gpu or self).gflops(flops)
+
+    def figures(self) -> dict:
+        """The distribution alone (no warnings or nested figures): what a report shows for GPU compute."""
+        return {key: getattr(self, key) for key in ("min_ms", "median_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
+                                                     "std_ms", "cv", "samples")}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,13 +140,26 @@ def measure(
         warmup_runs += 1
         if (clock() - start) * 1e3 >= options.warmup_ms or warmup_runs >= options.max_iterations:
             break
-    samples: list[float] = []
+    samples: list[float | Sample] = []
     start = clock()
     while len(samples) < options.max_iterations:
-        samples.append(float(iteration()))
+        samples.append(iteration())
         if len(samples) >= options.iterations and clock() - start >= options.duration_s:
             break
-    return compute_stats(samples, warmup_runs=warmup_runs, min_samples=min(MIN_SAMPLES, options.iterations))
+    return summarise(samples, warmup_runs, min(MIN_SAMPLES, options.iterations), getattr(iteration, "gpu_note", None))
+
+
+def summarise(samples: list[float | Sample], warmup_runs: int, min_samples: int, gpu_note: str | None = None) -> Stats:
+    """Host statistics of every sample, and GPU compute statistics when every sample has a GPU figure."""
+    host = [s.host_ms if isinstance(s, Sample) else float(s) for s in samples]
+    stats = compute_stats(host, warmup_runs=warmup_runs, min_samples=min_samples)
+    gpu = [s.gpu_ms for s in samples if isinstance(s, Sample) and s.gpu_ms is not None]
+    if gpu and len(gpu) == len(samples):
+        stats.gpu = compute_stats(gpu, warmup_runs=warmup_runs, min_samples=min_samples)
+        stats.warnings += [f"GPU compute: {w}" for w in stats.gpu.warnings if w.startswith("noisy")]
+    else:
+        stats.gpu_note = gpu_note
+    return stats
 
 
 def host_timed(call: Callable[[], object]) -> Callable[[], float]:

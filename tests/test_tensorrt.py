@@ -524,6 +524,7 @@ def test_gpu_check_without_a_gpu_says_so_and_passes(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "GPU missing:" in summary and "skipped: the GPU tests, the smoke matrix on torch-cuda,ort-cuda,tensorrt" in summary
+    assert "the GPU fidelity benchmark" in summary
     assert summary.rstrip().endswith("gpu-check: exit 0") and summary == proc.stdout
     assert subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True).returncode == 2
 
@@ -554,6 +555,14 @@ def test_gpu_check_runs_every_step_on_the_backends_it_finds(tmp_path, fake_nvidi
     for precision in ("fp32", "tf32"):
         assert f"profile decoder-256-128-32x32-k4s2p1 at {precision}: exit 0" in summary
         assert json.loads((out / f"profile-{precision}.json").read_text())
+        # the CUDA-graph profile runs too; ort-cpu has no graphs, so its row says so and is no failure
+        assert f"profile decoder-256-128-32x32-k4s2p1 at {precision} with --cuda-graph: exit 0" in summary
+        graph = json.loads((out / f"profile-{precision}-cuda-graph.json").read_text())
+        assert graph["timing"]["cuda_graph"] is True
+        assert [(r["backend"], r["status"], r["timing_mode"]) for r in graph["results"]] == [("ort-cpu", "unsupported", "cuda-graph")]
+    assert "GPU fidelity benchmark (benchmarks/bench_gpu_fidelity.py): exit 0 (gpu-fidelity.jsonl)" in summary
+    if cuda_driver.missing_reason():  # the stand-in nvidia-smi aside, this machine has no GPU: the benchmark says so
+        assert "  no GPU: " in summary and (out / "gpu-fidelity.jsonl").read_text().startswith("no GPU: ")
     assert "gpu-check: exit 0" in summary
 
 

@@ -86,6 +86,8 @@ class Capabilities:
     #: a failure inside the runtime can abort the whole process (a Rust panic across the FFI):
     #: deploykit then runs it in a child process wherever it is not already isolated
     aborts_process: bool = False
+    #: can replay a CUDA graph of one inference when timed with `--cuda-graph`
+    cuda_graphs: bool = False
     #: part of `conformance run` without --backends (a CPU backend fast enough for the shipped
     #: matrices; a compiler that takes seconds per config says False and runs when named)
     in_default_run: bool = True
@@ -162,8 +164,10 @@ class Runner(Protocol):
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
         """Prepare for timing once (bind inputs and outputs on the device) and return a function
-        that runs once and returns its latency in ms.  Host copies are inside the timed region
-        only with `include_transfers`."""
+        that runs once and returns its latency in ms, or a `gpu_timing.Sample` (host latency and
+        GPU compute time) on a GPU.  Host copies are inside the timed region only with
+        `include_transfers`.  A backend whose capabilities say `cuda_graphs` also takes
+        `cuda_graph=True`: each call then replays a CUDA graph of one inference."""
 
     def deactivate(self) -> None:
         """Free the session/engine."""

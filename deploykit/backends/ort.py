@@ -6,7 +6,7 @@ Polygraphy's `SessionFromOnnx`); `OrtRunner` runs whatever session its loader bu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
 from deploykit.bound import Accumulation, OneSum, SumThenBias
 from deploykit.errors import lazy_import
+from deploykit.gpu_timing import NO_EVENTS, HostOnly, event_timed, torch_cuda
 from deploykit.onnxgen import Case
 from deploykit.timing import host_timed
 
@@ -43,6 +44,10 @@ class SessionFromOnnx:
             raise RuntimeError(f"{self.provider} could not be enabled; session runs on {session.get_providers()}")
         return session
 
+    def with_provider_options(self, extra: dict[str, str]) -> "SessionFromOnnx":
+        """The same loader with more provider options (a timing session's stream or CUDA graph)."""
+        return replace(self, provider_options={**self.provider_options, **extra})
+
 
 class OrtRunner:
     """One InferenceSession from its loader; `activate` builds it so model refusals surface there."""
@@ -52,6 +57,8 @@ class OrtRunner:
         self._device = device
         self.session = None
         self.run_options = None
+        self._timing_sessions: list = []
+        self._stream = None  # the CUDA stream ORT computes on while timed (owned here: it must outlive the session)
 
     def activate(self) -> None:
         ort = lazy_import("onnxruntime", "onnxruntime")
@@ -69,42 +76,115 @@ class OrtRunner:
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feeds, self.run_options)))
 
-    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
-        """IO binding: inputs and outputs live on the provider's device before timing starts."""
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
+                  cuda_graph: bool = False) -> Callable[[], object]:
+        """IO binding: inputs and outputs live on the provider's device before timing starts, and a
+        call is one `run_with_iobinding`, no more (see `timing_run_options`).  On CUDA the samples
+        are host latency and GPU compute time (`_cuda_iteration`)."""
         if include_transfers:
             return host_timed(lambda: self.session.run(None, feeds, self.run_options))
-        ort = lazy_import("onnxruntime", "onnxruntime")
-        binding = self.session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self._device, 0))
-        outputs = [o.name for o in self.session.get_outputs()]
-        for name in outputs:
-            binding.bind_output(name, self._device)
-        self.session.run_with_iobinding(binding, self.run_options)  # allocates the outputs once
-        allocated = binding.get_outputs()
-        rebind = False
-        try:
-            for name, value in zip(outputs, allocated):
-                binding.bind_ortvalue_output(name, value)  # ... and reuses them from now on
-            self.session.run_with_iobinding(binding, self.run_options)
-        except Exception:  # noqa: BLE001
-            # ORT checks a reused output against its own shape inference; where that disagrees
-            # with what the kernel computes (SAME + output_padding), bind a fresh output per call.
-            rebind = True
+        if self._device == "cpu":
+            return host_timed(bound_call(self.session, feeds, self._device, timing_run_options()))
+        return self._cuda_iteration(feeds, cuda_graph)
 
-        def call() -> None:
-            if rebind:
-                binding.clear_binding_outputs()
-                for name in outputs:
-                    binding.bind_output(name, self._device)
-            self.session.run_with_iobinding(binding, self.run_options)
-            if self._device != "cpu":
-                binding.synchronize_outputs()
+    def _cuda_iteration(self, feeds: dict[str, np.ndarray], cuda_graph: bool) -> Callable[[], object]:
+        """A timing session beside the verdict's one, built with what the samples need:
+        - CUDA-graph replay: `enable_cuda_graph=1`; ORT captures on an early run (done here, before
+          timing) and replays from then on.  Its replay synchronises inside the call, so no event
+          can bracket the GPU work alone: host latency only.
+        - otherwise, with torch's CUDA: ORT computes on a stream deploykit owns
+          (`user_compute_stream`), the run does not synchronise, and CUDA events on that stream
+          bracket the work (GPU compute); the event synchronise ends the host span.
+        - otherwise: the verdict's session, host latency only (the run synchronises its stream)."""
+        if cuda_graph:
+            session = self._timing_session({"enable_cuda_graph": "1"})
+            call = bound_call(session, feeds, self._device, timing_run_options(), fixed_outputs=True)
+            for _ in range(GRAPH_CAPTURE_RUNS):
+                call()
+            return HostOnly(call, "host latency only: ORT's CUDA-graph replay synchronises inside the call")
+        torch = torch_cuda()
+        if torch is None:
+            return HostOnly(bound_call(self.session, feeds, self._device, timing_run_options()), NO_EVENTS)
+        self._stream = torch.cuda.Stream()
+        session = self._timing_session({"user_compute_stream": str(self._stream.cuda_stream)})
+        return event_timed(bound_call(session, feeds, self._device, timing_run_options(synchronize=False)), self._stream)
 
-        return host_timed(call)
+    def _timing_session(self, provider_options: dict[str, str]):
+        """A second session of the same model and build options, plus `provider_options`."""
+        loader = getattr(self._load_session, "with_provider_options", None)
+        if loader is None:
+            raise RuntimeError("GPU timing needs a session loader that takes provider options")
+        session = loader(provider_options)()
+        self._timing_sessions.append(session)
+        return session
 
     def deactivate(self) -> None:
         self.session = None
+        self._timing_sessions.clear()
+        self._stream = None
+
+
+#: Regular runs before timing a CUDA-graph session: ORT captures on an early run (after at least one
+#: regular run, which allocates what the graph will use); the rest make sure the capture is done.
+GRAPH_CAPTURE_RUNS = 3
+#: onnxruntime's run-option keys (onnxruntime_run_options_config_keys.h)
+_GRAPH_ID = "gpu_graph_id"
+_NO_SYNC = "disable_synchronize_execution_providers"
+
+
+def timing_run_options(synchronize: bool = True):
+    """The RunOptions of a timed call, with every key ORT would otherwise look up and miss set.
+
+    onnxruntime's Python `run_with_iobinding` (1.31) reads the run option `gpu_graph_id` of any
+    RunOptions it is given; when it is unset the lookup raises inside ORT and is caught in Python,
+    which costs tens of microseconds per call (about 28 us measured on a 2-core x86-64 machine)
+    before the run even starts.  Setting it to "0", ORT's default graph id, makes that lookup cheap
+    and changes nothing else.  `synchronize=False` stops ORT from synchronising the CUDA stream at
+    the end of the run, so that an event recorded after the call still brackets the work alone.
+    """
+    ort = lazy_import("onnxruntime", "onnxruntime")
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    options.add_run_config_entry(_GRAPH_ID, "0")
+    if not synchronize:
+        options.add_run_config_entry(_NO_SYNC, "1")
+    return options
+
+
+def bound_call(session, feeds: dict[str, np.ndarray], device: str, run_options,
+               fixed_outputs: bool = False) -> Callable[[], None]:
+    """One `run_with_iobinding` of `session` with its inputs on `device` and its outputs allocated by
+    ORT on the first run and reused from then on: the call does nothing else (no synchronise, no
+    rebinding), as a bare IO-binding loop.  Where ORT refuses to reuse an output (its shape
+    inference disagrees with the kernel: SAME + output_padding), each call binds a fresh one,
+    unless `fixed_outputs` (a CUDA graph needs fixed addresses), which raises instead."""
+    ort = lazy_import("onnxruntime", "onnxruntime")
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+    outputs = [o.name for o in session.get_outputs()]
+    for name in outputs:
+        binding.bind_output(name, device)
+    session.run_with_iobinding(binding, run_options)  # allocates the outputs once
+    try:
+        for name, value in zip(outputs, binding.get_outputs()):
+            binding.bind_ortvalue_output(name, value)  # ... and reuses them from now on
+        session.run_with_iobinding(binding, run_options)
+    except Exception as error:  # noqa: BLE001
+        if fixed_outputs:
+            raise RuntimeError(f"CUDA-graph replay needs fixed output buffers and ORT refused to reuse one: {error}") from None
+        return _rebinding_call(session, binding, outputs, device, run_options)
+    return lambda: session.run_with_iobinding(binding, run_options)
+
+
+def _rebinding_call(session, binding, outputs: list[str], device: str, run_options) -> Callable[[], None]:
+    def call() -> None:
+        binding.clear_binding_outputs()
+        for name in outputs:
+            binding.bind_output(name, device)
+        session.run_with_iobinding(binding, run_options)
+
+    return call
 
 
 class OrtCpuBackend(Backend):
@@ -156,7 +236,8 @@ class OrtCudaBackend(OrtCpuBackend):
     name = "ort-cuda"
     description = "ONNX Runtime, CUDAExecutionProvider (onnxruntime-gpu)"
     provider = "CUDAExecutionProvider"
-    capabilities = Capabilities(device="cuda", dtypes=("float32", "float16", "float64"), precisions=("fp32", "tf32"))
+    capabilities = Capabilities(device="cuda", dtypes=("float32", "float16", "float64"), precisions=("fp32", "tf32"),
+                                cuda_graphs=True)
     missing_hint = "pip install onnxruntime-gpu (needs an NVIDIA GPU and CUDA)"
 
     def load_provider_libraries(self, ort) -> None:

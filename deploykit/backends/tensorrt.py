@@ -32,6 +32,7 @@ from deploykit.bound import Accumulation, OneSum
 from deploykit.engine_cache import EngineCache
 from deploykit.engine_profiles import EngineProfile, chosen_profile, load_profile
 from deploykit.errors import UsageError
+from deploykit.gpu_timing import NO_EVENTS, HostOnly, Sample, capture_graph, event_timed, require_torch_cuda, torch_cuda
 from deploykit.onnxgen import Case
 from deploykit.timing import host_timed
 
@@ -94,9 +95,12 @@ class TensorRtRunner:
                                      copy_outputs_to_host=True, return_raw_buffers=True)
         return {name: _host_array(raw[name], dtype) for name, dtype in self._outputs.items()}
 
-    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
+                  cuda_graph: bool = False) -> Callable[[], object]:
         """After one inference (inputs on the device, outputs allocated), a sample is one enqueue of
-        the execution context, or one replay of its CUDA graph when the profile asks for graphs."""
+        the execution context, or one replay of its CUDA graph when the profile asks for graphs or
+        `cuda_graph` is given.  Each sample is host latency and GPU compute time (CUDA events on the
+        runner's stream); without torch's CUDA, host latency of the enqueue and a synchronise."""
         if include_transfers:
             return host_timed(lambda: self.infer(feeds))
         self.infer(feeds)
@@ -107,10 +111,10 @@ class TensorRtRunner:
             if not runner.context.execute_async_v3(stream.ptr):
                 raise RuntimeError("TensorRT's execute_async_v3 failed")
 
-        if self._cuda_graphs:
+        if self._cuda_graphs or cuda_graph:
             return _cuda_event_timed(_captured_graph(launch, stream.ptr), stream.ptr)
         torch = _torch_cuda()
-        return _cuda_event_timed(launch, stream.ptr) if torch else host_timed(lambda: (launch(), stream.synchronize()))
+        return _cuda_event_timed(launch, stream.ptr) if torch else HostOnly(lambda: (launch(), stream.synchronize()), NO_EVENTS)
 
     def deactivate(self) -> None:
         if self._runner is not None and self._runner.is_active:
@@ -121,44 +125,20 @@ class TensorRtRunner:
 
 def _torch_cuda():
     """torch when it is installed with a usable CUDA device (for CUDA events and graphs), else None."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch if torch.cuda.is_available() else None
+    return torch_cuda()
 
 
-def _cuda_event_timed(run: Callable[[], object], stream_ptr: int) -> Callable[[], float]:
-    """One sample = CUDA-event time of `run` on the runner's own stream."""
-    torch = _torch_cuda()
-    if torch is None:
-        raise RuntimeError("timing on the GPU needs torch with CUDA (CUDA events)")
-    stream = torch.cuda.ExternalStream(stream_ptr)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-    def sample() -> float:
-        with torch.cuda.stream(stream):
-            start.record(stream)
-            run()
-            end.record(stream)
-        end.synchronize()
-        return float(start.elapsed_time(end))
-
-    return sample
+def _cuda_event_timed(run: Callable[[], object], stream_ptr: int) -> Callable[[], Sample]:
+    """Samples of `run` (host latency and GPU compute time) with CUDA events on the runner's own stream."""
+    torch = require_torch_cuda("timing on the GPU (CUDA events)")
+    return event_timed(run, torch.cuda.ExternalStream(stream_ptr), enter_stream=True)
 
 
 def _captured_graph(launch: Callable[[], None], stream_ptr: int) -> Callable[[], None]:
     """A CUDA graph of one enqueue, captured on the runner's stream; returns its replay.  TensorRT
-    wants one enqueue after any input-shape change before a capture: that is `launch()` first."""
-    torch = _torch_cuda()
-    if torch is None:
-        raise RuntimeError("cuda_graphs needs torch with CUDA to capture the graph")
-    stream = torch.cuda.ExternalStream(stream_ptr)
-    launch()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        launch()
-    return graph.replay
+    wants one enqueue after any input-shape change before a capture: the warm-up enqueue."""
+    torch = require_torch_cuda("cuda_graphs")
+    return capture_graph(launch, torch.cuda.ExternalStream(stream_ptr), warmups=1)
 
 
 def _output_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
@@ -170,7 +150,7 @@ class TensorRtBackend(Backend):
     description = "NVIDIA TensorRT via Polygraphy (engine profiles, engine cache)"
     extra = "tensorrt"
     capabilities = Capabilities(device="cuda", dtypes=("float32", "float16", "bfloat16"),
-                                precisions=("fp32", "tf32", "fp16", "bf16"))
+                                precisions=("fp32", "tf32", "fp16", "bf16"), cuda_graphs=True)
 
     def probe(self) -> Availability:
         version, reason = engines.runtime_status()

@@ -15,6 +15,7 @@ import numpy as np
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, case_inputs, pinned
 from deploykit.bound import Accumulation, OneSum, SumThenBias, TapSums
 from deploykit.errors import lazy_import
+from deploykit.gpu_timing import capture_graph, event_timed
 from deploykit.onnxgen import Case
 from deploykit.spec import ConvTransposeSpec
 from deploykit.timing import host_timed
@@ -60,23 +61,6 @@ def _configure(device: str, config: BuildConfig):
         torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
     return torch
-
-
-def _cuda_timed(call: Callable[[], object]) -> Callable[[], float]:
-    """One sample = CUDA-event time of a call, synchronised on the end event."""
-    import torch
-
-    start = torch.cuda.Event(enable_timing=True)
-    end = torch.cuda.Event(enable_timing=True)
-
-    def cuda_iteration() -> float:
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        return float(start.elapsed_time(end))
-
-    return cuda_iteration
 
 
 def _invalid_limits(spec: ConvTransposeSpec) -> str | None:
@@ -152,7 +136,11 @@ class TorchRunner:
         [name] = self.case.output_names
         return {name: to_numpy(self._forward(from_numpy(feeds[self.case.input_name], self.device)))}
 
-    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
+                  cuda_graph: bool = False) -> Callable[[], object]:
+        """X on the device once; a call is one `conv_transposeNd`.  On CUDA each sample is host
+        latency and GPU compute time (CUDA events on the current stream around the call), and with
+        `cuda_graph` the call is one replay of a CUDA graph of it (torch.cuda.graph)."""
         x_host = feeds[self.case.input_name]
         x_device = from_numpy(x_host, self.device)
 
@@ -162,7 +150,11 @@ class TorchRunner:
             else:
                 self._forward(x_device)
 
-        return host_timed(call) if self.device != "cuda" else _cuda_timed(call)
+        if self.device != "cuda":
+            return host_timed(call)
+        if cuda_graph:
+            return event_timed(capture_graph(lambda: self._forward(x_device), warmups=3))
+        return event_timed(call)
 
     def deactivate(self) -> None:
         self._weights = None
@@ -207,8 +199,11 @@ class TorchModuleRunner:
         names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
         return {name: to_numpy(tensor) for name, tensor in zip(names, outputs)}
 
-    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
-        return host_timed(lambda: self._forward(feeds)) if self.device != "cuda" else _cuda_timed(lambda: self._forward(feeds))
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
+                  cuda_graph: bool = False) -> Callable[[], object]:
+        if cuda_graph:
+            raise RuntimeError("CUDA-graph replay is for single layers; a whole torch module is timed without it")
+        return host_timed(lambda: self._forward(feeds)) if self.device != "cuda" else event_timed(lambda: self._forward(feeds))
 
     def deactivate(self) -> None:
         pass
@@ -271,7 +266,7 @@ class TorchCudaBackend(TorchCpuBackend):
     name = "torch-cuda"
     description = "PyTorch eager conv_transposeNd on CUDA (cuDNN)"
     capabilities = Capabilities(device="cuda", loads_onnx=False, loads_spec=True, loads_torch_module=True,
-                                precisions=("fp32", "tf32"))
+                                precisions=("fp32", "tf32"), cuda_graphs=True)
 
     def probe(self) -> Availability:
         available = super().probe()

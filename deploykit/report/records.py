@@ -13,7 +13,8 @@ JSON_KEYS = (
     "config_id", "label", "backend", "precision", "dtype", "verdict", "reason", "max_abs_err", "max_rel_err",
     "rel_l2_err", "max_ulp_err", "bound_ratio", "accumulation", "float32_sum_ratio", "expected_shape", "actual_shape",
     "onnx_inferred_shape", "known_divergence", "expect", "backend_version", "duration_ms",
-    "latency_median_ms", "latency_p99_ms", "latency_cv", "gflops", "setup_ms", "spec",
+    "latency_median_ms", "latency_p99_ms", "latency_cv", "latency_gpu_median_ms", "latency_gpu_p99_ms", "gflops",
+    "setup_ms", "spec",
 )
 
 
