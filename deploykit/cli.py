@@ -363,8 +363,8 @@ def conformance_judge(folder: Path, backend: str, precision: str, version: str |
     if json_path:
         _write_text(json_path, _render(summary, outcome.results, known, "json"))
     stdout.print(f"run {outcome.run.run_id}: {summary.total} results judged from {folder} as {backend} ({precision}),"
-                 f" {summary.passed} pass, {summary.known} known divergences, {summary.new_findings} new findings; stored in {db}",
-                 markup=False, highlight=False)
+                 f" {summary.passed} pass, {summary.known} known divergences, {summary.new_findings} new findings;"
+                 f" stored in {db}", markup=False, highlight=False)
     if outcome.unanswered:
         shown = ", ".join(outcome.unanswered[:3]) + (", ..." if len(outcome.unanswered) > 3 else "")
         raise RunAborted(f"run {outcome.run.run_id} in {db} is incomplete: {len(outcome.unanswered)} of {outcome.run.planned}"

@@ -102,7 +102,8 @@ def _case_spec(path: Path) -> ConvTransposeSpec:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError, SpecError) as error:
         raise UsageError(f"{path}: not a deploykit.json written by `deploykit generate` ({error})") from None
     if spec.id != meta.get("id"):
-        raise UsageError(f"{path}: its config has id {spec.id}, not the {meta.get('id')!r} written beside it; regenerate the tree")
+        raise UsageError(f"{path}: its config has id {spec.id}, not the {meta.get('id')!r} written beside it;"
+                         " regenerate the tree")
     return spec
 
 
@@ -124,7 +125,8 @@ def check_inputs(tree_case: TreeCase, case: Case) -> None:
     given.update({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
     expected = dict(case.feeds, W=case.w, **({"B": case.b} if case.b is not None else {}))
     for name, array in expected.items():
-        if name not in given or given[name].shape != array.shape or given[name].tobytes() != np.ascontiguousarray(array).tobytes():
+        found = given.get(name)
+        if found is None or found.shape != array.shape or found.tobytes() != np.ascontiguousarray(array).tobytes():
             raise UsageError(f"{tree_case.folder}: its {name} is not the one deploykit draws for config {case.spec.id}"
                              " (written by another deploykit version?); regenerate the tree")
 

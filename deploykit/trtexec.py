@@ -119,7 +119,8 @@ def write_script(tree: Path, cases: list[tuple[str, Case]], precision: str) -> P
     """`trtexec.sh` at the tree's root: one `run_case` line per (case folder name, case)."""
     lines = [_PROLOGUE.format(precision=precision)]
     for folder_name, case in cases:
-        lines.append(" ".join(["run_case", shlex.quote(folder_name), *map(shlex.quote, case_options(case, folder_name, precision))]) + "\n")
+        words = ["run_case", folder_name, *case_options(case, folder_name, precision)]
+        lines.append(" ".join(map(shlex.quote, words)) + "\n")
     lines.append(_EPILOGUE.format(count=len(cases)))
     path = tree / SCRIPT
     path.write_text("".join(lines))
