@@ -20,7 +20,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from deploykit import backends as registry
 from deploykit import divergences
+from deploykit.backends.base import BuildConfig
+from deploykit.bound import describe
 from deploykit.cli import main
 from deploykit.judge import JudgeRequest, judge
 from deploykit.onnxgen import NUMPY_DTYPES
@@ -127,6 +130,17 @@ def test_pb_answers_make_a_stored_run_with_the_version_given(tree, tmp_path, cap
     assert rows["neg-group"]["reason"].startswith("refused the spec-invalid model: the model is invalid")
     assert rows["f32"]["accumulation"] == "one float32 sum" and rows["f32"]["bound_ratio"] <= 1
     assert "6 results judged from" in stdout and "0 new findings" in stdout
+
+
+def test_the_precision_picks_the_accumulation_model(tree, tmp_path, capsys):
+    answer_with_references(tree)
+    code, stdout, err = cli(capsys, "conformance", "judge", str(tree), "--as", "tensorrt", "--precision", "fp16",
+                            "--db", str(tmp_path / "p.db"))
+    assert code == 0, stdout + err
+    rows = results(tmp_path / "p.db")
+    assert {r["precision"] for r in rows.values()} == {"fp16"}
+    assert rows["f32"]["accumulation"] == describe(registry.get("tensorrt").accumulation("float32", BuildConfig("fp16")))
+    assert "float16" in rows["f32"]["accumulation"]
 
 
 def test_npy_answers_take_bfloat16_as_numpy_saves_it_and_as_float32(tree, tmp_path, capsys):
