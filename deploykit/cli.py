@@ -156,7 +156,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
         script = trtexec.write_script(out, scripted, precision or "fp32")
         stdout.print(f"wrote {script}: run it with `bash {script}` where trtexec is, then"
                      f" `deploykit conformance judge {out} --as tensorrt --precision {precision or 'fp32'}`",
-                     markup=False, highlight=False)
+                     markup=False, highlight=False, soft_wrap=True)
 
 
 @conformance_app.command("run")
@@ -364,7 +364,7 @@ def conformance_judge(folder: Path, backend: str, precision: str, version: str |
         _write_text(json_path, _render(summary, outcome.results, known, "json"))
     stdout.print(f"run {outcome.run.run_id}: {summary.total} results judged from {folder} as {backend} ({precision}),"
                  f" {summary.passed} pass, {summary.known} known divergences, {summary.new_findings} new findings;"
-                 f" stored in {db}", markup=False, highlight=False)
+                 f" stored in {db}", markup=False, highlight=False, soft_wrap=True)
     if outcome.unanswered:
         shown = ", ".join(outcome.unanswered[:3]) + (", ..." if len(outcome.unanswered) > 3 else "")
         raise RunAborted(f"run {outcome.run.run_id} in {db} is incomplete: {len(outcome.unanswered)} of {outcome.run.planned}"

@@ -19,6 +19,7 @@ report): a verdict was not reached for it, and none is made up.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from deploykit import divergences, environment, liveness
 from deploykit.answers import Answer, answer_files, read_answer
 from deploykit.backends.base import Backend, BuildConfig
 from deploykit.conformance import matrix_hash, shard_of
-from deploykit.errors import UsageError
+from deploykit.errors import RunAborted, UsageError
 from deploykit.execute import Executor, Outcome, one_line
 from deploykit.harness import Task
 from deploykit.matrix import Matrix
@@ -197,6 +198,8 @@ def _store(request: JudgeRequest, executor: Executor, parameters: dict, answered
         if not unanswered:
             store.finish_run(run_id)
         return JudgeOutcome(store.run(run_id), store.results(run_id), unanswered)
+    except sqlite3.Error as error:  # a full disk or a file size limit: SQLite keeps the file intact
+        raise RunAborted(f"cannot write results to {request.db}: {error}", resumable=False) from None
     finally:
         store.close()
 
