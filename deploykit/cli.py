@@ -117,13 +117,18 @@ def backends_command() -> None:
 @click.option("--dtypes", default=None, help="re-target every config to these dtypes (comma-separated)")
 @click.option("--dynamic-batch", is_flag=True, help="declare X's first axis as the dynamic dimension N")
 @click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
-def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: bool, max_memory: str | None) -> None:
+@click.option("--trtexec", "for_trtexec", is_flag=True, help="also write trtexec's raw inputs (<input>.bin) and DIR/trtexec.sh, which runs trtexec on every case")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default=None, help="with --trtexec: the build precision of trtexec.sh's commands [default: fp32]")
+def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: bool, max_memory: str | None,
+                     for_trtexec: bool, precision: str | None) -> None:
     """Write each config as model.onnx + test_data_set_0 (inputs and reference outputs)."""
-    from deploykit import resources
+    from deploykit import resources, trtexec
     from deploykit.matrix import load
     from deploykit.onnxgen import build_case, check, write_backend_test_case
     from deploykit.reference import run_spec
 
+    if precision is not None and not for_trtexec:
+        raise UsageError("--precision sets the build precision of trtexec.sh: give it with --trtexec")
     check_paths(inputs={"--matrix": matrix}, output_folders={"--out": out})
     loaded = load(matrix, _csv(dtypes, "--dtypes"))
     resources.check_budget(loaded.specs, resources.parse_size(max_memory) if max_memory else resources.default_budget())
@@ -132,6 +137,9 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
     except OSError as error:
         raise UsageError(f"--out {out}: cannot create the folder ({error.strerror})") from None
     _check_writable_folder(out, "--out")
+    if for_trtexec:
+        trtexec.check_script_path(out)
+    scripted = []
     for spec in loaded.specs:
         case = build_case(spec, dynamic_batch)
         if spec.is_valid:
@@ -140,11 +148,20 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
         else:
             expected = None
         safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.label).strip("._") or "config"
+        folder = f"test_deploykit_{safe_label}_{spec.id}"
         try:
-            write_backend_test_case(case, out / f"test_deploykit_{safe_label}_{spec.id}", expected)
+            write_backend_test_case(case, out / folder, expected)
+            if for_trtexec:
+                trtexec.write_inputs(case, out / folder / "test_data_set_0")
+                scripted.append((folder, case))
         except OSError as error:  # e.g. the disk filled up half-way
             raise UsageError(f"--out {out}: cannot write {error.filename or spec.label} ({error.strerror})") from None
     stdout.print(f"wrote {len(loaded.specs)} test case(s) from matrix {loaded.name} to {out}")
+    if for_trtexec:
+        script = trtexec.write_script(out, scripted, precision or "fp32")
+        stdout.print(f"wrote {script}: run it with `bash {script}` where trtexec is, then"
+                     f" `deploykit conformance judge {out} --as tensorrt --precision {precision or 'fp32'}`",
+                     markup=False, highlight=False, soft_wrap=True)
 
 
 @conformance_app.command("run")
@@ -335,6 +352,46 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@conformance_app.command("judge")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--as", "backend", required=True, help="the backend whose outputs these are (any known name, installed here or not), e.g. tensorrt")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="the build precision the outputs were made at")
+@click.option("--version", "version", default=None, help="the runtime's version that made them (version-ranged known divergences use it)")
+@click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
+@click.option("--atol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
+@click.option("--shard", default=None, help="K/N: judge shard K of N of the cases (the split `conformance run --shard` makes)")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
+def conformance_judge(folder: Path, backend: str, precision: str, version: str | None, db: Path, atol: float | None,
+                      rtol: float | None, shard: str | None, json_path: Path | None) -> None:
+    """Judge outputs a runtime produced elsewhere (a `generate` tree with answer files); exit 1 on a new finding."""
+    from deploykit.judge import JudgeRequest, judge
+    from deploykit.metrics import Tolerance
+
+    if not all(math.isfinite(v) for v in (atol or 0.0, rtol or 0.0)):
+        raise UsageError("--atol and --rtol must be finite numbers")
+    answers = sorted(folder.glob("*/test_data_set_0/*")) + sorted(folder.glob("*/*.onnx")) if folder.is_dir() else []
+    check_paths(inputs={"the answers in DIR": answers, **_TABLE}, databases={"--db": db}, outputs={"--json": json_path})
+    if json_path:
+        _check_writable_file(json_path, "--json")
+    tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
+    outcome = judge(JudgeRequest(folder, backend, precision, version, db, tolerance, _shard(shard)))
+    summary, known = _summarize(outcome.run, outcome.results)
+    from deploykit.report import print_summary
+
+    print_summary(summary, stdout)
+    if json_path:
+        _write_text(json_path, _render(summary, outcome.results, known, "json"))
+    stdout.print(f"run {outcome.run.run_id}: {summary.total} results judged from {folder} as {backend} ({precision}),"
+                 f" {summary.passed} pass, {summary.known} known divergences, {summary.new_findings} new findings;"
+                 f" stored in {db}", markup=False, highlight=False, soft_wrap=True)
+    if outcome.unanswered:
+        shown = ", ".join(outcome.unanswered[:3]) + (", ..." if len(outcome.unanswered) > 3 else "")
+        raise RunAborted(f"run {outcome.run.run_id} in {db} is incomplete: {len(outcome.unanswered)} of {outcome.run.planned}"
+                         f" cases have no answer ({shown})", resumable=False)
+    sys.exit(1 if summary.new_findings else 0)
 
 
 @conformance_app.command("report")

@@ -164,6 +164,9 @@ def _resumable(store: Store, request: RunRequest) -> Run:
         raise UsageError(f"nothing to resume in {request.db}: its last run is complete (drop --resume)")
     if previous.parameters.get("kind") == "fuzz":
         raise UsageError(f"run {previous.run_id} in {request.db} is a fuzz run: finish it with `deploykit conformance fuzz --resume`")
+    if previous.parameters.get("kind") == "judge":
+        raise UsageError(f"run {previous.run_id} in {request.db} judged outputs made elsewhere and has cases without an answer:"
+                         " add them and run `deploykit conformance judge` again")
     timeout = request.timeout or previous.parameters.get("timeout") or DEFAULT_TIMEOUT
     live = liveness.still_running(previous.owner, store.last_activity(previous), timeout)
     if live:

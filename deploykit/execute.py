@@ -56,6 +56,10 @@ class Outcome:
     duration_ms: float | None = None  # the backend's whole phase: activate, infer, timing
     stats: Stats | None = None  # latency, when asked for
     timing_problem: str | None = None  # why latency was not measured (never changes the status)
+    #: outputs read back from decimal text (`conformance judge`): each value's possible distance
+    #: from the one the backend computed, and how they were read; the bound is widened by it
+    reading_error: np.ndarray | None = None
+    reading: str = ""
 
 
 def skip_reason(backend: Backend, availability: Availability, case: Case, config: BuildConfig) -> tuple[str, str] | None:
@@ -220,10 +224,25 @@ class Executor:
             exact = prepared.exact()
             outcome = run_backend(backend, availability, prepared.case, config, self._timing(spec), phase)
             self._judge(backend, prepared, exact, config, outcome, result)
-        if result.verdict != "pass":
-            known = divergences.match(self.known, spec, backend_name, result.verdict, precision, availability.version)
-            result.known_divergence = known.id if known else None
+        self._mark_known(result, spec, precision)
         return result
+
+    def judge_outcome(self, spec: ConvTransposeSpec, backend_name: str, outcome: Outcome, precision: str = "fp32",
+                      version: str | None = None) -> Result:
+        """A verdict on what a backend produced elsewhere (`conformance judge`): the judging and
+        known-divergence matching of `run`, with the backend's phase replaced by its answer."""
+        result = Result.for_spec(spec, backend_name, precision=precision)
+        result.backend_version = version
+        prepared = self.prepare(spec)
+        exact = prepared.exact() if outcome.status == "ok" else None
+        self._judge(registry.get(backend_name), prepared, exact, BuildConfig(precision=precision), outcome, result)
+        self._mark_known(result, spec, precision)
+        return result
+
+    def _mark_known(self, result: Result, spec: ConvTransposeSpec, precision: str) -> None:
+        if result.verdict != "pass":
+            known = divergences.match(self.known, spec, result.backend, result.verdict, precision, result.backend_version)
+            result.known_divergence = known.id if known else None
 
     def _timing(self, spec: ConvTransposeSpec) -> TimingOptions | None:
         return self.timing if spec.expect == "accept" else None
@@ -248,9 +267,13 @@ class Executor:
             return
         self._record_latency(outcome, result, spec)
         models = backend.accumulation(spec.dtype, config)
-        judgement = judge_output(spec, output, exact, models, self.tolerance)
+        judgement = judge_output(spec, output, exact, models, self.tolerance, outcome.reading_error)
         result.verdict, result.reason = judgement.verdict, judgement.reason
         result.accumulation = describe(models)
+        if outcome.reading:
+            result.accumulation = f"{result.accumulation}; {outcome.reading}"
+            if judgement.verdict == "drift":
+                result.reason = f"{result.reason}; {outcome.reading}"
         result.float32_sum_ratio = judgement.float32_sum_ratio
         if outcome.timing_problem:
             result.reason = f"{result.reason}; {outcome.timing_problem}" if result.reason else outcome.timing_problem

@@ -113,6 +113,7 @@ def run_record(run: Run, results: list[Result]) -> dict:
         "run_id": run.run_id, "matrix": run.matrix, "status": "complete" if run.complete else "unfinished", "complete": run.complete,
         "planned": run.planned, "recorded": len(results), "started_at": run.started_at, "finished_at": run.finished_at,
         "environment": run.environment,
+        "kind": run.parameters.get("kind", "run"),  # a `conformance judge` run says "judge"
     }
 
 

@@ -15,6 +15,9 @@ def incomplete_notice(summary: RunSummary) -> str | None:
     if summary.complete:
         return None
     run = summary.run
+    if run.get("kind") == "judge":  # a judged run stays unfinished when some cases had no answer
+        return (f"INCOMPLETE: run {run['run_id']} judged {run['recorded']} of {run['planned']} cases; the others had no"
+                " answer in the folder (or sit in a shard not merged): add them and judge again")
     return (
         f"INCOMPLETE: run {run['run_id']} recorded {run['recorded']} of {run['planned']} results and has not finished;"
         " unless it is still running, finish it with `deploykit conformance run --resume` on the same --db"
