@@ -67,6 +67,9 @@ def files(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "engines" / "profiles" / "default.yaml", tmp_path / "prof.yaml")
     (tmp_path / "data").mkdir()
     shutil.copy(ROOT / "conformance" / "known_divergences.yaml", tmp_path / TABLE)
+    answers = tmp_path / "tree" / "case" / "test_data_set_0"
+    answers.mkdir(parents=True)
+    (answers / "actual_0.npy").write_bytes(b"an answer")  # what `conformance judge` reads
     return tmp_path
 
 
@@ -114,6 +117,9 @@ PAIRS = [
     ("export f.py:make --verify-backends reference -o {out} --json x.json", "-o", "--json", "x.json"),
     ("export f.py:make --verify-backends reference -o {out} --engine x.plan", "-o", "--engine", "x.plan"),
     ("export f.py:make --verify-backends reference -o x.onnx --json {out} --engine x.json", "--json", "--engine", "x.json"),
+    ("conformance judge tree --as reference --db r.db --json {out}", "--json", "answers in DIR",
+     "tree/case/test_data_set_0/actual_0.npy"),
+    ("conformance judge tree --as reference --db r.db --json {out}", "--json", "--db", "r.db"),
     ("lint model.onnx --json {out}", "--json", "MODEL", "model.onnx"),
     ("lint model.onnx --db r.db --json {out}", "--json", "--db", "r.db"),
     ("lint model.onnx --json {out}", "--json", "known-divergence table", TABLE),
