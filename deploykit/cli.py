@@ -364,15 +364,21 @@ def conformance_compare(baseline: Path, baseline_run: int | None, db: Path, run_
     from deploykit.compare import compare, load_side
     from deploykit.report.compare import comparison_markdown, print_comparison
 
+    for option, value in (("--ratio-growth", ratio_growth), ("--sigmas", sigmas)):
+        if not math.isfinite(value):
+            raise UsageError(f"{option} {value:g} must be a finite number")
     if json_path:
         _check_writable_file(json_path, "--json")
-    result = compare(load_side(baseline, baseline_run), load_side(db, run_id), ratio_growth, sigmas, not no_latency, strict_ratio)
+    result = compare(load_side(baseline, baseline_run, "--baseline-run"), load_side(db, run_id), ratio_growth, sigmas,
+                     not no_latency, strict_ratio)
+    if json_path:  # written before the report is laid out: a rendering failure must not lose it
+        _write_json(json_path, {**dataclasses.asdict(result), "regressed": result.regressed, "complete": not result.incomplete})
     if format_ == "md":
         sys.stdout.write(comparison_markdown(result))
     else:
         print_comparison(result, stdout)
-    if json_path:
-        _write_json(json_path, {**dataclasses.asdict(result), "regressed": result.regressed})
+    if result.incomplete:  # exit 2, not 1: no verdict on the whole run was possible, so none is claimed
+        raise UsageError(f"the comparison is INCOMPLETE: {'; '.join(result.incomplete)}; compare whole, finished runs")
     sys.exit(1 if result.regressed else 0)
 
 
