@@ -25,6 +25,7 @@ from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
 from deploykit.metrics import Tolerance
+from deploykit.report.escape import one_line
 from deploykit.store import Run, Store
 
 DEFAULT_TIMEOUT = 120.0
@@ -258,14 +259,14 @@ def _execute(store: Store, run_id: int, tasks: list[Task], request: RunRequest, 
     )
     progress = Progress(
         TextColumn("[bold]conformance"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, transient=True, disable=not console.is_terminal,
+        TextColumn("{task.description}", markup=False), console=console, transient=True, disable=not console.is_terminal,
     )
     with progress:
         bar = progress.add_task("", total=len(tasks), completed=len(tasks) - len(todo))
 
         def record(result: Result) -> None:
             store.add(run_id, result)
-            progress.update(bar, advance=1, description=f"{result.label} on {result.backend}")
+            progress.update(bar, advance=1, description=one_line(f"{result.label} on {result.backend}"))  # a label is data
 
         timeout = request.timeout if request.timeout is not None else DEFAULT_TIMEOUT
         run_tasks(todo, record, jobs=jobs, timeout=timeout, options=options)
