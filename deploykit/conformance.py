@@ -25,6 +25,7 @@ from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
 from deploykit.metrics import Tolerance
+from deploykit.parameters import same
 from deploykit.report.escape import one_line
 from deploykit.store import Run, Store
 
@@ -109,7 +110,7 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
         "shard": list(request.shard) if request.shard else None,
     }
     for name in RESUME_FIXED:
-        if name in request.explicit and _comparable(name, given[name]) != _comparable(name, stored.get(name)):
+        if name in request.explicit and not same(name, given[name], stored.get(name)):
             raise UsageError(
                 f"--resume finishes the run as it started, with {_as_started(name, stored.get(name))}, not"
                 f" {given[name]!r}; drop --{name}, or drop --resume to start a new run"
@@ -119,11 +120,6 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
 def _as_started(name: str, value) -> str:
     """The option as the run was started: a run started without it says so, not `--dtypes None`."""
     return f"no --{name} (the default)" if value is None else f"--{name} {value!r}"
-
-
-def _comparable(name: str, value):
-    """Lists whose order does not change what runs (backends, dtypes, precisions) compare as sets."""
-    return frozenset(value) if name in ("backends", "dtypes", "precisions") and value is not None else value
 
 
 def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
