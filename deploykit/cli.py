@@ -391,9 +391,13 @@ def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
     """Join the shards of one run (`conformance run --shard K/N` on N jobs) into one database."""
     from deploykit.merge import merge
 
-    outcome = merge(list(shards), output)
+    with _sigterm_as_interrupt():
+        try:
+            outcome = merge(list(shards), output)
+        except KeyboardInterrupt:  # the merge writes beside -o and links it into place only when whole
+            raise RunInterrupted(f"interrupted; -o {output} was not created", resumable=False) from None
     _say(f"merged shard(s) {', '.join(map(str, outcome.merged))} of {outcome.count}: {outcome.results} results in"
-                 f" {output} (run {outcome.run_id})")
+         f" {output} (run {outcome.run_id})")
     if outcome.missing or outcome.incomplete:
         gaps = [f"missing shard {i}/{outcome.count}" for i in outcome.missing]
         gaps += [f"shard {i}/{outcome.count} did not finish" for i in outcome.incomplete]
@@ -456,7 +460,7 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
     new = sum(found.key.known_divergence is None for found in outcome.classes)
     configs = len({(r.config_id, r.expect) for r in outcome.results})
     _say(f"fuzz run {outcome.run.run_id}: {configs} configs, {len(outcome.results)} results,"
-                 f" {len(outcome.classes)} failure classes ({new} NEW); stored in {db}")
+         f" {len(outcome.classes)} failure classes ({new} NEW); stored in {db}")
     sys.exit(1 if new else 0)
 
 
