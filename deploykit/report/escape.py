@@ -69,13 +69,13 @@ def md(value: object) -> str:
 
 
 def md_code(value: object) -> str:
-    """A Markdown code span holding the string: the fence is longer than any run of backticks in
-    it (CommonMark's rule), so a backtick cannot close the span early; a pipe is escaped for tables."""
-    text = " ".join(one_line(value).split()).replace("|", "\\|")
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    """A Markdown code span holding the string, where it is plain (an id, a matrix name); otherwise
+    the escaped text of `md`: a backtick could close the span, a pipe splits a table row even inside
+    a span, and `<!--` is best kept out of the raw page wherever it goes."""
+    text = " ".join(one_line(value).split())
+    if re.fullmatch(r"[^`|<>&]+", text):
+        return f"`{text}`"
+    return md(text)
 
 
 def xml(value: object) -> str:
