@@ -8,7 +8,8 @@ database runs exactly the missing tasks.
 
 The output appears whole or not at all: the merge writes a hidden database beside `-o`, syncs it to
 disk and only then links it into place, so a merge that is killed, interrupted or out of disk
-leaves no half-written `-o` behind, and the next merge runs as if it had never started.  An `-o`
+leaves no half-written `-o` behind, and the next merge runs as if it had never started (and removes
+the hidden file a merge stopped by SIGKILL on this host could not).  An `-o`
 that already exists is never replaced (it may be the user's only copy of a run): it is refused,
 also when it appears while the merge runs.
 """
@@ -16,8 +17,10 @@ also when it appears while the merge runs.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
+import socket
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +151,8 @@ def _cannot_write(output: Path, reason: str) -> RunAborted:
 def _staged(output: Path) -> Iterator[Path]:
     """A new hidden file beside `output` to write; on success it is synced and linked into place,
     on any failure or interruption (Ctrl-C, SIGTERM) it is removed."""
-    staging = output.with_name(f".{output.name}.{os.getpid()}-{secrets.token_hex(4)}.merging")
+    _remove_stale_staging(output)
+    staging = output.with_name(f"{_staging_prefix(output)}{os.getpid()}-{secrets.token_hex(4)}.merging")
     try:
         os.close(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # 0o666 less the umask, as any new file
     except OSError as error:
@@ -160,6 +164,30 @@ def _staged(output: Path) -> Iterator[Path]:
     finally:
         for leftover in (staging, *(Path(f"{staging}{suffix}") for suffix in ("-journal", "-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
+
+
+def _staging_prefix(output: Path) -> str:
+    """Hidden, named after -o and this host: a merge only ever cleans up after its own host's merges."""
+    return f".{output.name}.{socket.gethostname()}-"
+
+
+def _remove_stale_staging(output: Path) -> None:
+    """What a merge into the same -o left on this host when SIGKILL stopped it (its process is gone)."""
+    prefix = _staging_prefix(output)
+    for path in output.parent.glob(glob.escape(prefix) + "*.merging*"):
+        pid = path.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _sync(path: Path) -> None:
