@@ -251,3 +251,39 @@ def test_a_run_with_hostile_labels_and_reasons_stores_reports_and_exits_on_its_f
             assert "<!--" not in report.stdout and report.stdout.count("<script>") == (format_ == "html"), format_  # the page's own
     junit = deploykit("conformance", "report", "--db", "r.db", "--format", "junit", cwd=tmp_path).stdout
     assert len(list(ET.fromstring(junit.encode()).iter("testcase"))) == 8
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=IDS)
+def test_the_repro_issue_shows_a_runtimes_message_as_data(tmp_path, text):
+    """ISSUE.md is pasted into an upstream tracker: the runtime's message and the environment are data there too."""
+    from markdown_it import MarkdownIt
+
+    from deploykit.repro import write_bundle
+    from deploykit.store import Store
+
+    spec = ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(1,), output_shape=(2,), bias=False)
+    result = replace(Result.for_spec(spec, "ort-cpu", "rejected", text), backend_version="1.0")
+    store = Store(tmp_path / "r.db")
+    run_id = store.start_run("m", {}, {"cpu": text, "platform": text, "gpus": [text], "packages": {"onnx": text}}, 1)
+    store.add(run_id, result)
+    store.close()
+    write_bundle(tmp_path / "r.db", spec.id, "ort-cpu", tmp_path / "bundle")
+    issue = (tmp_path / "bundle" / "ISSUE.md").read_text()
+    page = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(issue)
+    parsed = _parsed_html(page)
+    assert not {"script", "img", "a"} & set(parsed.tags) and not parsed.comments
+    assert visible(text) in "".join(parsed.text) and "## Environment" in issue.split("## What happens")[1]
+
+
+def test_a_message_with_an_undecodable_byte_is_stored_not_lost(tmp_path):
+    """Python decodes an undecodable byte of a file name to a lone surrogate; a runtime's message
+    quoting that name must be stored (written out), not stop the run with a traceback."""
+    from deploykit.store import Store
+
+    spec = ConvTransposeSpec((1, 2, 5), 2, (3,))
+    store = Store(tmp_path / "r.db")
+    run_id = store.start_run("m", {}, {}, 1)
+    store.add(run_id, Result.for_spec(spec, "ort-cpu", "crash", "cannot open /tmp/\udcff.bin"))
+    [stored] = store.results(run_id)
+    store.close()
+    assert stored.reason == "cannot open /tmp/\\udcff.bin"

@@ -78,6 +78,15 @@ def md_code(value: object) -> str:
     return md(text)
 
 
+def md_block(value: object) -> str:
+    """A fenced Markdown code block holding the string, lines kept (a runtime's multi-line error):
+    the fence is longer than any run of backticks in it, so nothing inside can close it."""
+    text = visible(value)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
+
+
 def xml(value: object) -> str:
     """Text XML 1.0 can carry (ElementTree escapes `<`, `&` and quotes itself): controls other than
     tab and newline, surrogates and U+FFFE/U+FFFF are written out, so the JUnit file parses."""
