@@ -395,7 +395,8 @@ def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
         try:
             outcome = merge(list(shards), output)
         except KeyboardInterrupt:  # the merge writes beside -o and links it into place only when whole
-            raise RunInterrupted(f"interrupted; -o {output} was not created", resumable=False) from None
+            done = "was written whole just before" if output.exists() else "was not created"
+            raise RunInterrupted(f"interrupted; -o {output} {done}", resumable=False) from None
     _say(f"merged shard(s) {', '.join(map(str, outcome.merged))} of {outcome.count}: {outcome.results} results in"
          f" {output} (run {outcome.run_id})")
     if outcome.missing or outcome.incomplete:
