@@ -39,8 +39,10 @@ def conformance_app() -> None:
 
 #: for `check_paths`: the known-divergence table a command reads
 _TABLE = {"the known-divergence table": KNOWN_DIVERGENCES}
-stdout = Console(width=160)
-stderr = Console(stderr=True, width=160)
+# markup=False: a string printed here is never read as rich markup (a label `[/bold]x` is data);
+# the renderers pass every user string as Text besides (deploykit.report.escape).
+stdout = Console(width=160, markup=False)
+stderr = Console(stderr=True, width=160, markup=False)
 
 
 def _csv(value: str | None, option: str = "") -> list[str] | None:
@@ -91,10 +93,10 @@ def _check_writable_folder(path: Path, option: str) -> None:
 @app.command("backends")
 def backends_command() -> None:
     """List every backend: available or not, why, and its version."""
-    from rich.markup import escape
     from rich.table import Table
 
     from deploykit import backends as registry
+    from deploykit.report.escape import term
 
     table = Table()
     for column in ("backend", "device", "available", "version", "description / reason"):
@@ -104,10 +106,10 @@ def backends_command() -> None:
             backend = registry.get(name)
             status = backend.probe()
         except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
-            table.add_row(name, "?", "no", "-", f"failed to load: {error}")
+            table.add_row(term(name), "?", "no", "-", term(f"failed to load: {error}"))
             continue
-        detail = escape(backend.description if status.available else status.reason)  # `deploykit[x]` is no markup
-        table.add_row(name, backend.device, "yes" if status.available else "no", status.version or "-", detail)
+        detail = term(backend.description if status.available else status.reason)  # `deploykit[x]` is no markup
+        table.add_row(term(name), term(backend.device), "yes" if status.available else "no", term(status.version or "-"), detail)
     stdout.print(table)
 
 
@@ -156,12 +158,11 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
                 scripted.append((folder, case))
         except OSError as error:  # e.g. the disk filled up half-way
             raise UsageError(f"--out {out}: cannot write {error.filename or spec.label} ({error.strerror})") from None
-    stdout.print(f"wrote {len(loaded.specs)} test case(s) from matrix {loaded.name} to {out}")
+    _say(f"wrote {len(loaded.specs)} test case(s) from matrix {loaded.name} to {out}")
     if for_trtexec:
         script = trtexec.write_script(out, scripted, precision or "fp32")
-        stdout.print(f"wrote {script}: run it with `bash {script}` where trtexec is, then"
-                     f" `deploykit conformance judge {out} --as tensorrt --precision {precision or 'fp32'}`",
-                     markup=False, highlight=False, soft_wrap=True)
+        _say(f"wrote {script}: run it with `bash {script}` where trtexec is, then"
+             f" `deploykit conformance judge {out} --as tensorrt --precision {precision or 'fp32'}`")
 
 
 @conformance_app.command("run")
@@ -258,10 +259,10 @@ def conformance_run(
     summary, known = _summarize(outcome.run, outcome.results)
     from deploykit.report import print_summary
 
-    print_summary(summary, stdout)
-    if json_path:
+    if json_path:  # written before the summary is laid out: a rendering failure must not lose it
         _write_text(json_path, _render(summary, outcome.results, known, "json"))
-    stdout.print(
+    print_summary(summary, stdout)
+    _say(
         f"run {outcome.run.run_id}: {summary.total} results, {summary.passed} pass, {summary.known} known divergences,"
         f" {summary.new_findings} new findings; stored in {db}"
     )
@@ -289,7 +290,7 @@ def _render(summary, results: list, known: list, format_: str) -> str:
         return to_junit(summary, results, known)
     if format_ == "html":
         return to_html(summary, results)
-    console = Console(width=160, file=io.StringIO())
+    console = Console(width=160, file=io.StringIO(), markup=False)
     print_summary(summary, console)
     return console.file.getvalue()
 
@@ -381,12 +382,11 @@ def conformance_judge(folder: Path, backend: str, precision: str, version: str |
     summary, known = _summarize(outcome.run, outcome.results)
     from deploykit.report import print_summary
 
-    print_summary(summary, stdout)
-    if json_path:
+    if json_path:  # before the report is laid out: a rendering failure must not lose it
         _write_text(json_path, _render(summary, outcome.results, known, "json"))
-    stdout.print(f"run {outcome.run.run_id}: {summary.total} results judged from {folder} as {backend} ({precision}),"
-                 f" {summary.passed} pass, {summary.known} known divergences, {summary.new_findings} new findings;"
-                 f" stored in {db}", markup=False, highlight=False, soft_wrap=True)
+    print_summary(summary, stdout)
+    _say(f"run {outcome.run.run_id}: {summary.total} results judged from {folder} as {backend} ({precision}),"
+         f" {summary.passed} pass, {summary.known} known divergences, {summary.new_findings} new findings; stored in {db}")
     if outcome.unanswered:
         shown = ", ".join(outcome.unanswered[:3]) + (", ..." if len(outcome.unanswered) > 3 else "")
         raise RunAborted(f"run {outcome.run.run_id} in {db} is incomplete: {len(outcome.unanswered)} of {outcome.run.planned}"
@@ -443,15 +443,21 @@ def conformance_compare(baseline: Path, baseline_run: int | None, db: Path, run_
     from deploykit.report.compare import comparison_markdown, print_comparison
 
     check_paths(databases={"--baseline": baseline, "--db": db}, outputs={"--json": json_path})
+    for option, value in (("--ratio-growth", ratio_growth), ("--sigmas", sigmas)):
+        if not math.isfinite(value):
+            raise UsageError(f"{option} {value:g} must be a finite number")
     if json_path:
         _check_writable_file(json_path, "--json")
-    result = compare(load_side(baseline, baseline_run), load_side(db, run_id), ratio_growth, sigmas, not no_latency, strict_ratio)
+    result = compare(load_side(baseline, baseline_run, "--baseline-run"), load_side(db, run_id), ratio_growth, sigmas,
+                     not no_latency, strict_ratio)
+    if json_path:  # written before the report is laid out: a rendering failure must not lose it
+        _write_json(json_path, {**dataclasses.asdict(result), "regressed": result.regressed, "complete": not result.incomplete})
     if format_ == "md":
         sys.stdout.write(comparison_markdown(result))
     else:
         print_comparison(result, stdout)
-    if json_path:
-        _write_json(json_path, {**dataclasses.asdict(result), "regressed": result.regressed})
+    if result.incomplete:  # exit 2, not 1: no verdict on the whole run was possible, so none is claimed
+        raise UsageError(f"the comparison is INCOMPLETE: {'; '.join(result.incomplete)}; compare whole, finished runs")
     sys.exit(1 if result.regressed else 0)
 
 
@@ -463,9 +469,14 @@ def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
     from deploykit.merge import merge
 
     check_paths(databases={"SHARDS": shards}, outputs={"-o": output})
-    outcome = merge(list(shards), output)
-    stdout.print(f"merged shard(s) {', '.join(map(str, outcome.merged))} of {outcome.count}: {outcome.results} results in"
-                 f" {output} (run {outcome.run_id})")
+    with _sigterm_as_interrupt():
+        try:
+            outcome = merge(list(shards), output)
+        except KeyboardInterrupt:  # the merge writes beside -o and links it into place only when whole
+            done = "was written whole just before" if output.exists() else "was not created"
+            raise RunInterrupted(f"interrupted; -o {output} {done}", resumable=False) from None
+    _say(f"merged shard(s) {', '.join(map(str, outcome.merged))} of {outcome.count}: {outcome.results} results in"
+         f" {output} (run {outcome.run_id})")
     if outcome.missing or outcome.incomplete:
         gaps = [f"missing shard {i}/{outcome.count}" for i in outcome.missing]
         gaps += [f"shard {i}/{outcome.count} did not finish" for i in outcome.incomplete]
@@ -515,10 +526,10 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
             if not db.exists():
                 raise RunInterrupted("interrupted before the run started; nothing was stored", resumable=False) from None
             raise RunInterrupted(f"interrupted; the results stored in {db} stay", "conformance fuzz") from None
+    if json_path:  # before the lines: a rendering failure must not lose it
+        _write_json(json_path, classes_json(outcome.classes, outcome.shrunk))
     for line in class_lines(outcome.classes, outcome.shrunk):
         stdout.print(line, markup=False, highlight=False, soft_wrap=True)
-    if json_path:
-        _write_json(json_path, classes_json(outcome.classes, outcome.shrunk))
     unshrunk = sum(found.key not in outcome.shrunk for found in outcome.classes)
     if "shrink" in outcome.cut_short and unshrunk:
         _warn(f"the time budget ended before every class was shrunk: {unshrunk} show the smallest config seen")
@@ -528,8 +539,8 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
                      " ones on any machine")
     new = sum(found.key.known_divergence is None for found in outcome.classes)
     configs = len({(r.config_id, r.expect) for r in outcome.results})
-    stdout.print(f"fuzz run {outcome.run.run_id}: {configs} configs, {len(outcome.results)} results,"
-                 f" {len(outcome.classes)} failure classes ({new} NEW); stored in {db}")
+    _say(f"fuzz run {outcome.run.run_id}: {configs} configs, {len(outcome.results)} results,"
+         f" {len(outcome.classes)} failure classes ({new} NEW); stored in {db}")
     sys.exit(1 if new else 0)
 
 
@@ -550,13 +561,11 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
         raise UsageError(f"-o {output} is a file; give a folder")
     bundle = write_bundle(db, config, backend, output, run_id)
     spec_label = bundle.result.label
-    stdout.print(f"wrote {', '.join(bundle.files)} to {output} ({bundle.result.verdict} of {backend} on {spec_label})",
-                 markup=False, highlight=False)
+    _say(f"wrote {', '.join(bundle.files)} to {output} ({bundle.result.verdict} of {backend} on {spec_label})")
     from deploykit.spec import ConvTransposeSpec
 
     spec = ConvTransposeSpec.from_dict(bundle.result.spec)
-    stdout.print(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}",
-                 markup=False, highlight=False)
+    _say(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}")
 
 
 @app.command("profile")
@@ -622,13 +631,13 @@ def profile_command(
         targets, source = targets_for_model(model, overrides, batches), str(model)
     options = _timing_options(warmup_ms, iterations, duration, include_transfers, cuda_graph)
     rows = profile(targets, names, options, threads or os.cpu_count(), precision)
-    profile_table(rows, stdout, source)
-    if json_path:
+    if json_path:  # before the table: a rendering failure must not lose the measurements
         _write_json(json_path, report(rows, options, source))
+    profile_table(rows, stdout, source)
     failed = failing_rows(rows)
     if failed:
-        stdout.print(f"{len(failed)} row(s) where the backend rejected or crashed on the model: "
-                     + ", ".join(f"{row.backend} (batch {row.batch}): {row.status}" for row in failed))
+        _say(f"{len(failed)} row(s) where the backend rejected or crashed on the model: "
+             + ", ".join(f"{row.backend} (batch {row.batch}): {row.status}" for row in failed))
         sys.exit(1)
 
 
@@ -724,9 +733,9 @@ def export_command(
             report.engine = str(engine)
         except engines.EngineRefused as error:  # TensorRT refused the model: a finding
             engine_refused = f"--engine: TensorRT refused the model: {error}"
-    export_summary(report, stdout)
-    if json_path:
+    if json_path:  # before the summary: a rendering failure must not lose the report
         _write_json(json_path, report.as_dict())
+    export_summary(report, stdout)
     if engine_refused:
         _error(engine_refused)
     sys.exit(1 if engine_refused else report.exit_code)
@@ -805,9 +814,9 @@ def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db:
     if db is not None and not db.is_file():
         raise UsageError(f"results database {db} {'is a directory' if db.is_dir() else 'does not exist'}")
     reports = lint(loaded, concrete, requested, db)
-    hazards = lint_summary(reports, stdout, str(model))
-    if json_path:
+    if json_path:  # before the table: a rendering failure must not lose the findings
         _write_json(json_path, {"model": str(model), "backends": requested, "nodes": as_json(reports)})
+    hazards = lint_summary(reports, stdout, str(model))
     sys.exit(1 if hazards else 0)
 
 
@@ -823,12 +832,23 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
     return numbers
 
 
+def _say(message: str) -> None:
+    """A line on stdout that embeds user strings (paths, labels): shown as data, never as markup."""
+    from deploykit.report.escape import term_line
+
+    stdout.print(term_line(message))
+
+
 def _warn(message: str) -> None:
-    print(f"deploykit: warning: {message}", file=sys.stderr)
+    from deploykit.report.escape import one_line
+
+    print(f"deploykit: warning: {one_line(message)}", file=sys.stderr)
 
 
 def _error(message: str) -> None:
-    print(f"deploykit: error: {' '.join(message.split())}", file=sys.stderr)
+    from deploykit.report.escape import one_line
+
+    print(f"deploykit: error: {' '.join(one_line(message).split())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,10 @@ A bound_ratio that grew by more than `ratio_growth` (default 10x) to above 0.01 
 numerical change: still within the bound, so not a defect (another CPU can take another kernel
 path), unless `strict_ratio` makes it a regression.  Fixes (a failure that now passes), and
 configs added or missing are reported too.  Pure data; `deploykit.report.compare` lays it out.
+
+A side that is not a whole, finished run (killed, interrupted, a merge missing a shard, one shard
+of a run, a JSON report missing results) makes the comparison INCOMPLETE: results it lacks would
+count as "missing", never as regressions, so a comparison of part of a run proves nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Comparison:
     slowdowns: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     strict_ratio: bool = False
+    #: why the comparison covers only part of a run (one line per incomplete side); empty when both are whole
+    incomplete: list[str] = field(default_factory=list)
 
     @property
     def regressed(self) -> bool:
@@ -76,14 +82,18 @@ def _result(record: dict) -> Result:
     return Result(**{k: v for k, v in record.items() if k in names})
 
 
-def load_side(path: Path, run_id: int | None = None) -> Side:
-    """A results database (its chosen or latest run) or a JSON report from `report --format json`."""
+def load_side(path: Path, run_id: int | None = None, run_option: str = "--run") -> Side:
+    """A results database (its chosen or latest run) or a JSON report from `report --format json`.
+
+    A JSON report holds one run: a run id given for it (`run_option`) is refused, not ignored."""
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a results database or a JSON report")
     if not path.is_file():
         raise UsageError(f"{path} does not exist; give a results database or a JSON report")
     with path.open("rb") as handle:
         is_sqlite = handle.read(16) == _SQLITE_MAGIC
+    if not is_sqlite and run_id is not None:
+        raise UsageError(f"{run_option} {run_id}: {path} is a JSON report, which holds one run; drop {run_option}")
     return _side_from_db(path, run_id) if is_sqlite else _side_from_json(path)
 
 
@@ -115,6 +125,28 @@ def _side_from_json(path: Path) -> Side:
     except TypeError as error:
         raise UsageError(f"{path}: a result record lacks a field ({error})") from None
     return Side(str(path), data.get("run") or {}, {key(r): r for r in results})
+
+
+def _gap(role: str, side: Side, other: Side) -> str | None:
+    """Why `side` is not a whole, finished run, in one line; None when it is."""
+    run = side.run
+    if "complete" not in run:
+        return f"the {role} {side.source} has no run record, so nothing shows that it is complete"
+    what = f"the {role} run {run.get('run_id', '?')} in {side.source}"
+    recorded, planned = len(side.results), run.get("planned")
+    if not run["complete"]:
+        return f"{what} has not finished: {recorded} of {planned} results recorded"
+    if isinstance(planned, int) and recorded < planned:
+        return f"{what} holds {recorded} of its {planned} results"
+    shard = run.get("shard")
+    if shard and shard != other.run.get("shard"):
+        return f"{what} is shard {'/'.join(map(str, shard))} of a run, compared with {_whole_or_shard(other.run)}"
+    return None
+
+
+def _whole_or_shard(run: dict) -> str:
+    shard = run.get("shard")
+    return f"shard {'/'.join(map(str, shard))}" if shard else "a whole run"
 
 
 def _same_machine(base: dict, current: dict) -> bool:
@@ -155,6 +187,7 @@ def compare(base: Side, current: Side, ratio_growth: float = 10.0, sigmas: float
         if is_failure(current.results[k]):
             r = current.results[k]
             result.regressions.append(Change(r.label, r.backend_label, "(not in the baseline)", r.verdict, r.reason))
+    result.incomplete = [gap for gap in (_gap("baseline", base, current), _gap("current", current, base)) if gap]
     compare_latency = latency and _same_machine(base.run, current.run)
     if latency and not compare_latency:
         result.notes.append("latency not compared: the runs were timed on different machines (or not timed)")

@@ -25,6 +25,8 @@ from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
 from deploykit.metrics import Tolerance
+from deploykit.parameters import same
+from deploykit.report.escape import one_line
 from deploykit.store import Run, Store
 
 DEFAULT_TIMEOUT = 120.0
@@ -108,7 +110,7 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
         "shard": list(request.shard) if request.shard else None,
     }
     for name in RESUME_FIXED:
-        if name in request.explicit and _comparable(name, given[name]) != _comparable(name, stored.get(name)):
+        if name in request.explicit and not same(name, given[name], stored.get(name)):
             raise UsageError(
                 f"--resume finishes the run as it started, with {_as_started(name, stored.get(name))}, not"
                 f" {given[name]!r}; drop --{name}, or drop --resume to start a new run"
@@ -118,11 +120,6 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
 def _as_started(name: str, value) -> str:
     """The option as the run was started: a run started without it says so, not `--dtypes None`."""
     return f"no --{name} (the default)" if value is None else f"--{name} {value!r}"
-
-
-def _comparable(name: str, value):
-    """Lists whose order does not change what runs (backends, dtypes, precisions) compare as sets."""
-    return frozenset(value) if name in ("backends", "dtypes", "precisions") and value is not None else value
 
 
 def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
@@ -261,14 +258,14 @@ def _execute(store: Store, run_id: int, tasks: list[Task], request: RunRequest, 
     )
     progress = Progress(
         TextColumn("[bold]conformance"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, transient=True, disable=not console.is_terminal,
+        TextColumn("{task.description}", markup=False), console=console, transient=True, disable=not console.is_terminal,
     )
     with progress:
         bar = progress.add_task("", total=len(tasks), completed=len(tasks) - len(todo))
 
         def record(result: Result) -> None:
             store.add(run_id, result)
-            progress.update(bar, advance=1, description=f"{result.label} on {result.backend}")
+            progress.update(bar, advance=1, description=one_line(f"{result.label} on {result.backend}"))  # a label is data
 
         timeout = request.timeout if request.timeout is not None else DEFAULT_TIMEOUT
         run_tasks(todo, record, jobs=jobs, timeout=timeout, options=options)

@@ -191,18 +191,23 @@ def _judged_by(criterion: Criterion, result: Result) -> str:
 
 
 def _actual(result: Result) -> str:
-    shape = f" Output shape {result.actual_shape}." if result.actual_shape else ""
-    return f"{result.reason}{shape}"
+    """The runtime's own message, in a code block: it is data (`<!--` in it must not hide the issue)."""
+    from deploykit.report.escape import md_block
+
+    shape = f"\n\nOutput shape {result.actual_shape}." if result.actual_shape else ""
+    return f"{md_block(result.reason)}{shape}" if result.reason else shape.strip()
 
 
 def _environment_lines(result: Result, recipe: ReproRecipe, env: dict) -> list[str]:
-    packages = env.get("packages") or {}
-    gpus = ", ".join(env.get("gpus") or []) or "none"
+    from deploykit.report.escape import md
+
+    packages = {name: md(version) for name, version in (env.get("packages") or {}).items()}
+    gpus = md(", ".join(env.get("gpus") or []) or "none")
     return [
-        f"- {recipe.runtime}: {result.backend_version or 'unknown'}",
+        f"- {recipe.runtime}: {md(result.backend_version or 'unknown')}",
         f"- onnx (model written with): {packages.get('onnx') or 'unknown'}; numpy {packages.get('numpy') or 'unknown'}",
-        f"- Python {env.get('python', 'unknown')}; {env.get('platform') or env.get('os', 'unknown')}",
-        f"- CPU: {env.get('cpu', 'unknown')}; GPU: {gpus}",
+        f"- Python {md(env.get('python', 'unknown'))}; {md(env.get('platform') or env.get('os', 'unknown'))}",
+        f"- CPU: {md(env.get('cpu', 'unknown'))}; GPU: {gpus}",
         f"- found by deploykit {packages.get('deploykit') or ''}".rstrip() + f" (verdict `{result.verdict}`, config `{result.config_id}`)",
     ]
 
@@ -210,11 +215,12 @@ def _environment_lines(result: Result, recipe: ReproRecipe, env: dict) -> list[s
 def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, env: dict,
                criterion: Criterion | None = None) -> str:
     from deploykit.repro import BOUND, install_line, issue_title
+    from deploykit.report.escape import md
 
     criterion = criterion or BOUND
     w_kind = "graph input" if spec.weights_as_inputs else "initializer"
     lines = [
-        f"# {issue_title(spec, result, recipe, criterion)}", "",
+        f"# {md(issue_title(spec, result, recipe, criterion))}", "",
         "## What happens", "", _actual(result), "",
         f"## Minimal model (one ConvTranspose node, opset {spec.opset}, {spec.dtype})", "",
         "| | |", "|---|---|",

@@ -126,6 +126,14 @@ def _check_writable_path(path: Path) -> None:
         raise UsageError(f"--db {path}: cannot create a file in folder {parent} (permission denied)")
 
 
+def _storable(value: Any) -> Any:
+    """SQLite stores UTF-8: a lone surrogate (Python's stand-in for an undecodable byte, e.g. a file
+    name in a runtime's error message) is written out as `\\udcff` rather than failing the run."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 class Store:
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
         """`create=False` opens an existing database read-only (reports and lint never write).
@@ -273,7 +281,7 @@ class Store:
     # ----- results ---------------------------------------------------------------------------
     def add(self, run_id: int, result: Result) -> None:
         data = result.as_dict()
-        values = [json.dumps(data[n]) if n in _JSON_FIELDS else data[n] for n in _RESULT_FIELDS]
+        values = [json.dumps(data[n]) if n in _JSON_FIELDS else _storable(data[n]) for n in _RESULT_FIELDS]
         placeholders = ", ".join("?" * (len(_RESULT_FIELDS) + 2))
         self.db.execute(
             f"INSERT OR IGNORE INTO results (run_id, {', '.join(_RESULT_FIELDS)}, recorded_at) VALUES ({placeholders})",

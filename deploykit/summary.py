@@ -112,6 +112,7 @@ def run_record(run: Run, results: list[Result]) -> dict:
         # The store says 'running' for a live run and for one that was killed alike: data cannot tell them apart.
         "run_id": run.run_id, "matrix": run.matrix, "status": "complete" if run.complete else "unfinished", "complete": run.complete,
         "planned": run.planned, "recorded": len(results), "started_at": run.started_at, "finished_at": run.finished_at,
+        "shard": run.parameters.get("shard"),  # [K, N] for one shard of a run: a part, never the whole
         "environment": run.environment,
         "kind": run.parameters.get("kind", "run"),  # a `conformance judge` run says "judge"
     }

@@ -127,3 +127,21 @@ class AbsentBackend(ReferenceBackend):
 
     def probe(self) -> Availability:
         return Availability(False, None, "needs the 'absent' package; install it with: pip install absent")
+
+
+class HostileBackend(Backend):
+    """Fails every config with a message written to break reports: rich markup, a live link, HTML that
+    runs or hides a page, Markdown pipes and code, a terminal escape, controls and a bidi override."""
+
+    name = "hostile"
+    MESSAGE = ("[/bold]boom [link=http://x]y[/link] <img src=x onerror=alert(1)> <!-- | `t` \x1b[31mred\x00\x01"
+               " \u202egnp.exe")
+
+    def probe(self) -> Availability:
+        return Availability(True, "0")
+
+    def load(self, case, config):
+        def infer(feeds):
+            raise RuntimeError(self.MESSAGE)
+
+        return CallableRunner(infer)

@@ -33,6 +33,7 @@ from deploykit.errors import RunAborted, UsageError
 from deploykit.fuzz.classes import ClassKey, FailureClass, class_of, group
 from deploykit.fuzz.strategies import specs
 from deploykit.harness import Task, WorkerOptions, WorkerPool
+from deploykit.parameters import same
 from deploykit.result import Result
 from deploykit.spec import DTYPES, ConvTransposeSpec
 from deploykit.store import Run, Store
@@ -218,7 +219,7 @@ def _resumed(request: FuzzRequest) -> tuple[Store, Run, FuzzRequest]:
             raise UsageError(f"run {run.run_id} in {request.db} {live}; wait for it, or stop it first")
         given = vars(request)
         for name in FUZZ_FIXED:
-            if name in request.explicit and given[name] != run.parameters.get(name):
+            if name in request.explicit and not same(name, given[name], run.parameters.get(name)):  # order is no difference
                 raise UsageError(f"--resume finishes the fuzz run as it started, with --{name.replace('_', '-')}"
                                  f" {run.parameters.get(name)!r}; drop --{name.replace('_', '-')}, or drop --resume")
         store.take_over(run.run_id, liveness.current_owner())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from deploykit import divergences
 from deploykit.hazards import HAZARDS
 from deploykit.report.cells import fmt
+from deploykit.report.escape import term, term_line
 
 
 def compact(names: list[str | None], limit: int = 4) -> str:
@@ -35,7 +35,8 @@ def _outputs_table(report, console: Console) -> None:
     for column in ("backend", "inputs", "output", "verdict", "max_abs_err", "max_rel_err", "rel_l2_err", "reason"):
         outputs.add_column(column)
     for o in report.outputs:
-        outputs.add_row(o.backend, _shapes(o), o.output, o.verdict, fmt(o.max_abs_err), fmt(o.max_rel_err), fmt(o.rel_l2_err), Text(o.reason))
+        outputs.add_row(term(o.backend), _shapes(o), term(o.output), term(o.verdict), fmt(o.max_abs_err), fmt(o.max_rel_err),
+                        fmt(o.rel_l2_err), term(o.reason))
     console.print(outputs)
 
 
@@ -52,10 +53,10 @@ def _layers_table(report, console: Console) -> None:
         nodes = f"{layer.count}: {compact(layer.nodes, 2)}"
         modules = compact([m for m in layer.module_paths if m], 3) or "-"
         if layer.problem or not layer.results:
-            layers.add_row(config, shape, nodes, modules, "-", "not checked", Text(layer.problem or ""))
+            layers.add_row(term(config), shape, term(nodes), term(modules), "-", "not checked", term(layer.problem or ""))
         for r in layer.results:
             reason = r["reason"] + (f" [known: {r['known_divergence']}]" if r.get("known_divergence") else "")
-            layers.add_row(config, shape, nodes, modules, r["backend"], r["verdict"], Text(reason))
+            layers.add_row(term(config), shape, term(nodes), term(modules), term(r["backend"]), term(r["verdict"]), term(reason))
     console.print(layers)
 
 
@@ -63,28 +64,28 @@ def _failure_lines(report, console: Console) -> None:
     known = {d.id: HAZARDS[d.hazard].summary for d in divergences.load()}
     for layer in report.layers:
         if layer.unresolved:
-            console.print(Text(f"UNRESOLVED {_where(layer)}: {layer.problem}"), soft_wrap=True)
+            console.print(term_line(f"UNRESOLVED {_where(layer)}: {layer.problem}"), soft_wrap=True)
         elif layer.problem:
-            console.print(Text(f"FAIL {layer.label} ({_where(layer)}): {layer.problem}"), soft_wrap=True)
+            console.print(term_line(f"FAIL {layer.label} ({_where(layer)}): {layer.problem}"), soft_wrap=True)
         for r in layer.failures():
             rule = f" [rule: {r['known_divergence']}, {known[r['known_divergence']]}]" if r.get("known_divergence") in known else ""
-            console.print(Text(f"FAIL {layer.label} ({_where(layer)}) on {r['backend']}: {r['verdict']}: {r['reason']}{rule}"), soft_wrap=True)
+            console.print(term_line(f"FAIL {layer.label} ({_where(layer)}) on {r['backend']}: {r['verdict']}: {r['reason']}{rule}"), soft_wrap=True)
 
 
 def export_summary(report, console: Console) -> None:
-    console.print(Text(f"exported {report.target} -> {report.onnx_path} ({report.exporter} exporter, opset {report.opset}, {report.dtype})"))
+    console.print(term_line(f"exported {report.target} -> {report.onnx_path} ({report.exporter} exporter, opset {report.opset}, {report.dtype})"))
     if report.opset_warning:
-        console.print(Text(f"WARNING: {report.opset_warning}"), soft_wrap=True)
-    console.print(Text(f"onnx.checker (full check): {report.checker}"))
+        console.print(term_line(f"WARNING: {report.opset_warning}"), soft_wrap=True)
+    console.print(term_line(f"onnx.checker (full check): {report.checker}"))
     _outputs_table(report, console)
     _layers_table(report, console)
     _failure_lines(report, console)
     counts = report.counts()
-    console.print(Text(
+    console.print(term_line(
         f"{counts['nodes']} ConvTranspose node(s) in {counts['configs']} distinct config(s), {counts['unresolved']} unresolved"
     ))
     if report.engine:
-        console.print(Text(f"TensorRT engine written to {report.engine}"))
+        console.print(term_line(f"TensorRT engine written to {report.engine}"))
     console.print("verified: every output and layer passes" if report.exit_code == 0 else "NOT verified: see the failures above")
 
 
@@ -93,13 +94,13 @@ def _lint_verdicts(reports, console: Console) -> None:
         if not report.verdicts:
             continue
         if report.verdict_source == "exact":
-            console.print(Text(f"{report.node}: recorded verdicts (this exact config):"))
+            console.print(term_line(f"{report.node}: recorded verdicts (this exact config):"))
         else:
-            console.print(Text(f"{report.node}: recorded verdicts from a similar config of the same kind, not this one:"))
+            console.print(term_line(f"{report.node}: recorded verdicts from a similar config of the same kind, not this one:"))
         for v in report.verdicts:
             distance = f", distance {v['distance']}" if "distance" in v else ""
             known = f" [known: {v['known_divergence']}]" if v.get("known_divergence") else ""
-            console.print(Text(f"  {v['backend']}: {v['verdict']} on {v['label']}{distance}{known} {v['reason']}".rstrip()))
+            console.print(term_line(f"  {v['backend']}: {v['verdict']} on {v['label']}{distance}{known} {v['reason']}".rstrip()))
 
 
 def _recorded_lines(reports, console: Console) -> int:
@@ -109,7 +110,7 @@ def _recorded_lines(reports, console: Console) -> int:
         for v in report.recorded_findings:
             count += 1
             reason = f": {v['reason']}" if v["reason"] else ""
-            console.print(Text(f"RECORDED {report.node}: {v['backend']}: {v['verdict']} on this exact config ({v['label']}){reason}"), soft_wrap=True)
+            console.print(term_line(f"RECORDED {report.node}: {v['backend']}: {v['verdict']} on this exact config ({v['label']}){reason}"), soft_wrap=True)
     return count
 
 
@@ -120,24 +121,26 @@ def lint_summary(reports, console: Console, model: str) -> int:
     Advice is not counted.  An unresolved node fails lint: its hazards are unknown, and passing it
     silently would tell the user the model is safe.
     """
-    table = Table(title=f"ConvTranspose lint: {model}", title_justify="left")
+    table = Table(title=term_line(f"ConvTranspose lint: {model}"), title_justify="left")
     for column in ("node", "module", "config", "kind", "rule", "backends", "message"):
         table.add_column(column, overflow="fold")
     hazards = 0
     unresolved = [report for report in reports if report.problem and report.config_id is None]
     for report in reports:
         if report.problem:
-            table.add_row(report.node, report.module_path or "-", report.label or "-", "unresolved", "-", "-", Text(report.problem))
+            table.add_row(term(report.node), term(report.module_path or "-"), term(report.label or "-"), "unresolved", "-", "-",
+                          term(report.problem))
         if not report.findings and not report.problem:
-            table.add_row(report.node, report.module_path or "-", report.label or "-", "ok", "-", "-", "no known hazard")
+            table.add_row(term(report.node), term(report.module_path or "-"), term(report.label or "-"), "ok", "-", "-", "no known hazard")
         for f in report.findings:
             hazards += f.kind in ("hazard", "invalid")
             message = f.message + (f" ({f.upstream})" if f.upstream else "") + (f"; fix: {f.fix}" if f.fix else "")
-            table.add_row(report.node, report.module_path or "-", report.label or "-", f.kind, f.rule, ", ".join(f.backends), Text(message))
+            table.add_row(term(report.node), term(report.module_path or "-"), term(report.label or "-"), f.kind, term(f.rule),
+                          term(", ".join(f.backends)), term(message))
     console.print(table)
     _lint_verdicts(reports, console)
     for report in unresolved:
-        console.print(Text(f"UNRESOLVED {report.node}" + (f" (module {report.module_path})" if report.module_path else "") + f": {report.problem}"), soft_wrap=True)
+        console.print(term_line(f"UNRESOLVED {report.node}" + (f" (module {report.module_path})" if report.module_path else "") + f": {report.problem}"), soft_wrap=True)
     recorded = _recorded_lines(reports, console)
     tail = f", {recorded} recorded finding(s)" if recorded else ""
     console.print(f"{len(reports)} ConvTranspose node(s), {hazards} hazard(s), {len(unresolved)} unresolved{tail}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deploykit.fuzz.classes import FailureClass
+from deploykit.report.escape import one_line
 
 
 def minimal_config(spec: dict) -> str:
@@ -23,14 +24,16 @@ def minimal_config(spec: dict) -> str:
 
 
 def class_lines(classes: list[FailureClass], shrunk: set) -> list[str]:
-    """`NEW` or the known divergence's id, then backend, verdict, smallest config and signature."""
+    """`NEW` or the known divergence's id, then backend, verdict, smallest config and signature.
+
+    One line each, with invisible characters written out: the signature is a runtime's own message."""
     lines = []
     for found in classes:
         key = found.key
         tag = key.known_divergence or "NEW"
         note = "" if key in shrunk else ", not shrunk: the smallest config seen"
-        lines.append(f"{tag}  {key.backend}  {key.verdict}  {minimal_config(found.minimal.spec)}  -- {key.signature}"
-                     f"  ({found.count} config(s), config {found.minimal.config_id}{note})")
+        lines.append(one_line(f"{tag}  {key.backend}  {key.verdict}  {minimal_config(found.minimal.spec)}  -- {key.signature}"
+                              f"  ({found.count} config(s), config {found.minimal.config_id}{note})"))
     return lines
 
 

@@ -9,9 +9,8 @@ The few lines of script only sort, filter and show details: every figure is in t
 
 from __future__ import annotations
 
-import html
-
 from deploykit.report.cells import fmt
+from deploykit.report.escape import html_text
 from deploykit.report.terminal import incomplete_notice, narrow_sum_line
 from deploykit.result import Result
 from deploykit.summary import RATIO_EDGES, RunSummary, is_failure
@@ -46,7 +45,8 @@ if(filter){filter.addEventListener('input',()=>{const q=filter.value.toLowerCase
 
 
 def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+    """Every string on the page goes through here: escaped, with invisible characters written out."""
+    return html_text(value)
 
 
 def _verdict_class(result: Result) -> str:

@@ -10,25 +10,34 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from deploykit.report.escape import xml
 from deploykit.result import Result
 from deploykit.summary import RunSummary, is_failure
 
 
+def _message(text: str) -> str:
+    """An attribute a CI page shows in one line: at most 1000 characters, and XML 1.0 can carry it."""
+    return xml(text[:1000])
+
+
 def _testcase(result: Result, by_id: dict) -> ET.Element:
     case = ET.Element("testcase", {
-        "classname": f"deploykit.{result.backend}.{result.precision}",
-        "name": result.label,
+        "classname": xml(f"deploykit.{result.backend}.{result.precision}"),
+        "name": xml(result.label),
         "time": f"{(result.duration_ms or 0.0) / 1e3:.6f}",
     })
     if is_failure(result):
-        failure = ET.SubElement(case, "failure", {"type": result.verdict, "message": f"{result.verdict}: {result.reason}"[:1000]})
-        failure.text = f"config {result.config_id} ({result.label}) on {result.backend_label}: {result.verdict}\n{result.reason}"
+        message = _message(f"{result.verdict}: {result.reason}")
+        failure = ET.SubElement(case, "failure", {"type": xml(result.verdict), "message": message})
+        where = f"config {result.config_id} ({result.label}) on {result.backend_label}"
+        failure.text = xml(f"{where}: {result.verdict}\n{result.reason}")
     elif result.known_divergence:
         entry = by_id.get(result.known_divergence)
         upstream = f" ({entry.upstream})" if entry and entry.upstream else ""
-        ET.SubElement(case, "skipped", {"message": f"known divergence {result.known_divergence}{upstream}: {result.reason}"[:1000]})
+        message = _message(f"known divergence {result.known_divergence}{upstream}: {result.reason}")
+        ET.SubElement(case, "skipped", {"message": message})
     elif result.verdict != "pass":
-        ET.SubElement(case, "skipped", {"message": f"{result.verdict}: {result.reason}"[:1000]})
+        ET.SubElement(case, "skipped", {"message": _message(f"{result.verdict}: {result.reason}")})
     return case
 
 
@@ -37,7 +46,7 @@ def to_junit(summary: RunSummary, results: list[Result], known: list) -> str:
     by_id = {entry.id: entry for entry in known}
     run = summary.run or {}
     suite = ET.Element("testsuite", {
-        "name": f"deploykit conformance: {run.get('matrix', 'run')}",
+        "name": xml(f"deploykit conformance: {run.get('matrix', 'run')}"),
         "tests": str(len(results)),
         "failures": str(summary.new_findings),
         "errors": "0",
@@ -47,9 +56,9 @@ def to_junit(summary: RunSummary, results: list[Result], known: list) -> str:
     properties = ET.SubElement(suite, "properties")
     for name, value in (("run_id", run.get("run_id")), ("complete", summary.complete),
                         ("planned", run.get("planned")), ("recorded", summary.total)):
-        ET.SubElement(properties, "property", {"name": name, "value": str(value)})
+        ET.SubElement(properties, "property", {"name": name, "value": xml(value)})
     for name, value in sorted((run.get("environment") or {}).get("packages", {}).items()):
-        ET.SubElement(properties, "property", {"name": f"package.{name}", "value": str(value)})
+        ET.SubElement(properties, "property", {"name": xml(f"package.{name}"), "value": xml(value)})
     for result in results:
         suite.append(_testcase(result, by_id))
     suites = ET.Element("testsuites", {"name": "deploykit", "tests": suite.get("tests"),

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deploykit.report.cells import fmt
+from deploykit.report.escape import term, term_line
 from deploykit.summary import RunSummary
 
 
@@ -42,13 +43,13 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if summary.narrow_sums:
         console.print("Accumulation below float32 (inside each backend's measured model, so not a defect):")
         for item in summary.narrow_sums:
-            console.print(Text(f"  {narrow_sum_line(item)}"))
+            console.print(term_line(f"  {narrow_sum_line(item)}"))
     _non_pass(summary, console)
     if summary.shape_inference:
         console.print(f"ONNX shape inference disagrees with the spec text on {len(summary.shape_inference)} config(s):")
         for row in summary.shape_inference:
             note = f" (known: {row.known}, {row.upstream})" if row.known else " (new finding)"
-            console.print(Text(f"  {row.label}: infers {row.inferred}, spec text {row.expected}{note}"))
+            console.print(term_line(f"  {row.label}: infers {row.inferred}, spec text {row.expected}{note}"))
     _latency(summary, console)
 
 
@@ -59,7 +60,7 @@ def _verdict_table(summary: RunSummary, console: Console) -> None:
         table.add_column(verdict, justify="right")
     table.add_column("known", justify="right")
     for row in summary.backends:
-        table.add_row(row.backend, *(str(row.verdicts.get(v, 0) or "") for v in summary.verdicts), str(row.known or ""))
+        table.add_row(term(row.backend), *(str(row.verdicts.get(v, 0) or "") for v in summary.verdicts), str(row.known or ""))
     console.print(table)
 
 
@@ -70,7 +71,7 @@ def _worst_drifts(summary: RunSummary, console: Console) -> None:
     for column in ("config", "backend", "bound_ratio", "max_abs_err", "max_rel_err", "max_ulp"):
         table.add_column(column, justify="left" if column in ("config", "backend") else "right")
     for r in summary.worst_drifts:
-        table.add_row(r.label, r.backend_label, fmt(r.bound_ratio), fmt(r.max_abs_err), fmt(r.max_rel_err), str(r.max_ulp_err))
+        table.add_row(term(r.label), term(r.backend_label), fmt(r.bound_ratio), fmt(r.max_abs_err), fmt(r.max_rel_err), str(r.max_ulp_err))
     console.print(table)
 
 
@@ -81,12 +82,12 @@ def _non_pass(summary: RunSummary, console: Console) -> None:
     for column in ("config", "backend", "verdict", "reason", "known"):
         table.add_column(column, overflow="fold")
     for r in summary.non_pass:
-        table.add_row(r.label, r.backend_label, r.verdict, Text(r.reason), r.known_divergence or "")
+        table.add_row(term(r.label), term(r.backend_label), term(r.verdict), term(r.reason), term(r.known_divergence or ""))
     console.print(table)
     if summary.known_seen:
         console.print("Known divergences seen:")
         for entry in summary.known_seen:
-            console.print(Text(f"  {entry.id}: {entry.reason} ({entry.upstream})"))
+            console.print(term_line(f"  {entry.id}: {entry.reason} ({entry.upstream})"))
 
 
 def _latency(summary: RunSummary, console: Console) -> None:
@@ -97,12 +98,12 @@ def _latency(summary: RunSummary, console: Console) -> None:
     for column in ("backend", "configs timed", "x fastest", "fastest on", "noisy (CV > 2.5%)"):
         speed.add_column(column, justify="left" if column == "backend" else "right")
     for row in summary.speed:
-        speed.add_row(row.backend, str(row.timed), fmt(row.times_fastest, ".3g"), str(row.fastest_on), str(row.noisy))
+        speed.add_row(term(row.backend), str(row.timed), fmt(row.times_fastest, ".3g"), str(row.fastest_on), str(row.noisy))
     console.print(speed)
     slow = Table(title="Slowest configs per backend", title_justify="left")
     for column in ("backend", "config", "median ms", "p99 ms", "CV", "GFLOP/s", "setup ms"):
         slow.add_column(column, justify="left" if column in ("backend", "config") else "right")
     for r in summary.slowest:
-        slow.add_row(r.backend_label, r.label, fmt(r.latency_median_ms, ".4g"), fmt(r.latency_p99_ms, ".4g"),
+        slow.add_row(term(r.backend_label), term(r.label), fmt(r.latency_median_ms, ".4g"), fmt(r.latency_p99_ms, ".4g"),
                      fmt(r.latency_cv, ".1%"), fmt(r.gflops, ".3g"), fmt(r.setup_ms, ".4g"))
     console.print(slow)
