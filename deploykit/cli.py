@@ -833,10 +833,11 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
 
 
 def _say(message: str) -> None:
-    """A line on stdout that embeds user strings (paths, labels): shown as data, never as markup."""
+    """A line on stdout that embeds user strings (paths, labels): shown as data, never as markup, and
+    kept on one line however long (scripts and CI logs grep it)."""
     from deploykit.report.escape import term_line
 
-    stdout.print(term_line(message))
+    stdout.print(term_line(message), soft_wrap=True)
 
 
 def _warn(message: str) -> None:
