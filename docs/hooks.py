@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+
 import click
 
 CLI_MARKER = "<!-- generated: cli-reference -->"
