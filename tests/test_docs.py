@@ -21,6 +21,7 @@ import pytest
 
 from deploykit.cli import app
 from deploykit.divergences import load
+from deploykit.metrics import VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -87,6 +88,12 @@ def test_known_divergence_page_has_every_entry(site):
         assert entry.id in text, f"{entry.id} is missing from the known-divergence page"
         if entry.upstream.startswith("https://"):
             assert entry.upstream in (site / "known-divergences" / "index.html").read_text(), entry.id
+
+
+def test_verdict_page_lists_exactly_the_verdicts_deploykit_gives():
+    """The verdict table is written by hand (it says more than metrics.VERDICTS), so it is checked against it."""
+    rows = re.findall(r"^\| `([a-z-]+)` \|", (DOCS / "verdicts.md").read_text(encoding="utf-8"), re.MULTILINE)
+    assert rows == list(VERDICTS)
 
 
 def _tested_blocks(page: Path) -> list[tuple[int, list[str]]]:
