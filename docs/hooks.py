@@ -56,7 +56,8 @@ def _option_rows(command: click.Command, ctx: click.Context) -> list[str]:
                 continue
             names = record[0]
             help_text = getattr(param, "help", None) or ""
-        rows.append(f"| `{_cell(names)}` | {_cell(help_text)} | {_default(param, ctx)} |")
+        # Python-Markdown keeps a pipe inside a code span in its cell; escaped, the backslash would show.
+        rows.append(f"| `{' '.join(names.split())}` | {_cell(help_text)} | {_default(param, ctx)} |")
     return rows
 
 
