@@ -20,7 +20,7 @@ from deploykit.spec import ConvTransposeSpec
 if TYPE_CHECKING:
     from deploykit.reference import ExactAnswer
 
-# Verdicts and what each means; the README and the report both read this table.
+# Verdicts and what each means; the report reads this table, and tests/test_docs.py checks docs/verdicts.md lists the same.
 VERDICTS: dict[str, str] = {
     "pass": "within the rounding-error bound (or correctly refused a spec-invalid model)",
     "drift": "ran, right shape, but some element is beyond the rounding-error bound",

@@ -108,6 +108,11 @@ def test_wheel_ships_every_module_and_the_conformance_data(wheel):
     assert [n for n in names if n.startswith("tests/") or Path(n).name.startswith(("test_", "conftest"))] == []
 
 
+def test_wheel_ships_py_typed_for_plugin_authors(wheel):
+    """PEP 561: without the marker, type checkers ignore deploykit's hints in a backend plugin."""
+    assert "deploykit/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
 def test_installed_wheel_runs_the_smoke_matrix_from_an_empty_directory(venv, tmp_path):
     found = _probe(venv, tmp_path)
     assert Path(found["module"]).resolve().is_relative_to(venv.resolve())
