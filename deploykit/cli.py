@@ -119,8 +119,10 @@ def backends_command() -> None:
 @click.option("--dtypes", default=None, help="re-target every config to these dtypes (comma-separated)")
 @click.option("--dynamic-batch", is_flag=True, help="declare X's first axis as the dynamic dimension N")
 @click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
-@click.option("--trtexec", "for_trtexec", is_flag=True, help="also write trtexec's raw inputs (<input>.bin) and DIR/trtexec.sh, which runs trtexec on every case")
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default=None, help="with --trtexec: the build precision of trtexec.sh's commands [default: fp32]")
+@click.option("--trtexec", "for_trtexec", is_flag=True,
+    help="also write trtexec's raw inputs (<input>.bin) and DIR/trtexec.sh, which runs trtexec on every case")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default=None,
+    help="with --trtexec: the build precision of trtexec.sh's commands [default: fp32]")
 def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: bool, max_memory: str | None,
                      for_trtexec: bool, precision: str | None) -> None:
     """Write each config as model.onnx + test_data_set_0 (inputs and reference outputs)."""
@@ -167,22 +169,27 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
 
 @conformance_app.command("run")
 @click.option("--matrix", default="smoke", show_default=True, help="smoke, default, or a path to a matrix YAML")
-@click.option("--backends", default=None, help="comma-separated; default: every available CPU backend fit for a default run (not tvm-cpu, tinygrad-cpu: slower)")
+@click.option("--backends", default=None,
+    help="comma-separated; default: every available CPU backend fit for a default run (not tvm-cpu, tinygrad-cpu: slower)")
 @click.option("--dtypes", default=None, help="re-target every config to each of these dtypes (comma-separated)")
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="worker processes in parallel")
 @click.option("--resume", is_flag=True, help="finish the last unfinished run in --db")
-@click.option("--timeout", default=None, type=click.FloatRange(min=0.1), help="seconds per (config, backend) [default: 120; a resumed run keeps its own unless given]")
+@click.option("--timeout", default=None, type=click.FloatRange(min=0.1),
+    help="seconds per (config, backend) [default: 120; a resumed run keeps its own unless given]")
 @click.option("--atol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--rtol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
 @click.option("--latency", is_flag=True, help="also time every passing (config, backend)")
 @click.option("--warmup-ms", type=click.FloatRange(min=0), default=MATRIX_TIMING.warmup_ms, show_default=True, help="with --latency")
-@click.option("--iterations", type=click.IntRange(min=1), default=MATRIX_TIMING.iterations, show_default=True, help="with --latency: at least this many samples")
-@click.option("--duration", type=click.FloatRange(min=0), default=MATRIX_TIMING.duration_s, show_default=True, help="with --latency: at least this many seconds of samples")
+@click.option("--iterations", type=click.IntRange(min=1), default=MATRIX_TIMING.iterations, show_default=True,
+    help="with --latency: at least this many samples")
+@click.option("--duration", type=click.FloatRange(min=0), default=MATRIX_TIMING.duration_s, show_default=True,
+    help="with --latency: at least this many seconds of samples")
 @click.option("--include-transfers", is_flag=True, help="with --latency: time host<->device copies too")
 @click.option("--cuda-graph", is_flag=True, help="with --latency: replay a CUDA graph of one inference per sample (GPU backends)")
-@click.option("--precisions", "--precision", "precisions", default="fp32", show_default=True, help="build precisions, comma-separated (fp32, tf32, fp16, bf16); one result per precision")
+@click.option("--precisions", "--precision", "precisions", default="fp32", show_default=True,
+    help="build precisions, comma-separated (fp32, tf32, fp16, bf16); one result per precision")
 @click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 @click.option("--shard", default=None, help="K/N: run shard K of N of the tasks (CI jobs in parallel; `conformance merge` joins them)")
 def conformance_run(
@@ -358,7 +365,8 @@ def _sigterm_as_interrupt():
 @conformance_app.command("judge")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--as", "backend", required=True, help="the backend whose outputs these are (any known name, installed here or not), e.g. tensorrt")
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="the build precision the outputs were made at")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True,
+    help="the build precision the outputs were made at")
 @click.option("--version", "version", default=None, help="the runtime's version that made them (version-ranged known divergences use it)")
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
 @click.option("--atol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
@@ -430,7 +438,8 @@ def conformance_report(db: Path, format_: str, output: Path | None, run_id: int 
 @click.option("--run", "run_id", type=int, default=None, help="run id in --db (default: the latest)")
 @click.option("--ratio-growth", type=click.FloatRange(min=1), default=10.0, show_default=True, help="bound_ratio growth worth reporting")
 @click.option("--strict-ratio", is_flag=True, help="count bound_ratio growth as a regression too")
-@click.option("--sigmas", type=click.FloatRange(min=0), default=3.0, show_default=True, help="latency slowdown threshold, in standard deviations of both sides' spread")
+@click.option("--sigmas", type=click.FloatRange(min=0), default=3.0, show_default=True,
+    help="latency slowdown threshold, in standard deviations of both sides' spread")
 @click.option("--no-latency", is_flag=True, help="do not compare latency")
 @click.option("--format", "format_", default="table", show_default=True, type=click.Choice(["table", "md"]))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the comparison as JSON")
@@ -486,7 +495,8 @@ def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
 @conformance_app.command("fuzz")
 @click.option("--backends", default=None, help="comma-separated; default: every CPU backend of a default run")
 @click.option("--budget", type=click.FloatRange(min=1), default=None, help="seconds for the whole search [default: 60 unless --max-examples is given]")
-@click.option("--max-examples", type=click.IntRange(min=1), default=None, help="explore the first N configs the --seed generates, on every backend (deterministic: the same configs on any machine)")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+    help="explore the first N configs the --seed generates, on every backend (deterministic: the same configs on any machine)")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Hypothesis's random seed")
 @click.option("--dtypes", default=None, help="comma-separated [default: every dtype one of the backends has a kernel for]")
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database (a fuzz run is a run)")
@@ -581,7 +591,8 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
 @click.option("--include-transfers", is_flag=True, help="time host<->device copies too")
 @click.option("--cuda-graph", is_flag=True, help="replay a CUDA graph of one inference per sample (GPU backends)")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="intra-op threads [default: all cores]")
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="build precision (a backend that cannot honour it says so)")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True,
+    help="build precision (a backend that cannot honour it says so)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write statistics and environment here")
 def profile_command(
     model: Path | None,
@@ -603,8 +614,8 @@ def profile_command(
     import os
 
     from deploykit import backends as registry
-    from deploykit.onnxread import parse_shape
     from deploykit.backends import require_available
+    from deploykit.onnxread import parse_shape
     from deploykit.profile import failing_rows, matrix_spec, profile, report, targets_for_model, targets_for_spec
     from deploykit.report import profile_table
 
@@ -655,7 +666,8 @@ def profile_command(
 @click.option("--atol", type=float, default=None, help="whole-model tolerance override")
 @click.option("--engine", type=click.Path(path_type=Path), default=None, help="also build a TensorRT engine here")
 @click.option("--engine-profile", default="default", show_default=True, help="with --engine: engines/profiles/NAME.yaml, or a profile YAML path")
-@click.option("--engine-precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="with --engine: build precision (fp32: the model's own types)")
+@click.option("--engine-precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True,
+    help="with --engine: build precision (fp32: the model's own types)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write the verification report here")
 def export_command(
     target: str,
@@ -677,10 +689,10 @@ def export_command(
     """Export TARGET (built-in example, package.module:factory or file.py:factory) to ONNX and verify it."""
     from deploykit import backends as registry
     from deploykit import engines
+    from deploykit.backends import require_available
     from deploykit.errors import lazy_import
     from deploykit.export.exporter import ExportFailed, ExportOptions, default_verify_backends, make_output_folder, run_export
     from deploykit.export.target import resolve
-    from deploykit.backends import require_available
     from deploykit.report.export import export_summary
 
     output = output or Path(f"{target.rsplit(':', 1)[-1].replace('/', '_')}.onnx")

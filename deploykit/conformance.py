@@ -20,13 +20,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from deploykit import backends as registry
 from deploykit import divergences, environment, liveness, resources
 from deploykit.errors import RunAborted, UsageError
-from deploykit.result import Result
 from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
 from deploykit.metrics import Tolerance
 from deploykit.parameters import same
 from deploykit.report.escape import one_line
+from deploykit.result import Result
 from deploykit.store import Run, Store
 
 DEFAULT_TIMEOUT = 120.0

@@ -26,7 +26,7 @@ from typing import Iterator
 import onnx
 
 from deploykit import cuda_driver
-from deploykit.engine_cache import BuildHost, EngineCache, write_atomically, engine_key, key_document
+from deploykit.engine_cache import BuildHost, EngineCache, engine_key, key_document, write_atomically
 from deploykit.engine_profiles import EngineProfile
 from deploykit.errors import UsageError
 from deploykit.onnxread import ONNX_TO_DTYPE, graph_inputs

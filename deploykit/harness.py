@@ -34,8 +34,8 @@ from deploykit import divergences
 from deploykit.errors import RunAborted
 from deploykit.execute import Executor, one_line
 from deploykit.isolation import ISOLATED, last_message
-from deploykit.result import Result
 from deploykit.metrics import Tolerance
+from deploykit.result import Result
 from deploykit.spec import ConvTransposeSpec
 
 READY, PHASE, RESULT, FAILED = "ready", "phase", "result", "failed"

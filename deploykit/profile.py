@@ -12,8 +12,8 @@ from pathlib import Path
 
 from deploykit import backends as registry
 from deploykit import environment
-from deploykit.errors import UsageError
 from deploykit.backends.base import BuildConfig
+from deploykit.errors import UsageError
 from deploykit.execute import no_cuda_graph_reason, run_backend
 from deploykit.matrix import load as load_matrix
 from deploykit.onnxgen import Case, build_case

@@ -214,8 +214,8 @@ def _environment_lines(result: Result, recipe: ReproRecipe, env: dict) -> list[s
 
 def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, env: dict,
                criterion: Criterion | None = None) -> str:
-    from deploykit.repro import BOUND, install_line, issue_title
     from deploykit.report.escape import md
+    from deploykit.repro import BOUND, install_line, issue_title
 
     criterion = criterion or BOUND
     w_kind = "graph input" if spec.weights_as_inputs else "initializer"

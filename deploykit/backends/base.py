@@ -279,8 +279,8 @@ def pinned(package: str, version: str | None) -> str:
 
 def case_inputs(case: "Case") -> list[TensorMeta]:
     """The inputs of a case's ONNX graph (what a spec-driven runner is fed)."""
-    from deploykit.onnxread import graph_inputs, ONNX_TO_DTYPE
     from deploykit.onnxgen import NUMPY_DTYPES
+    from deploykit.onnxread import ONNX_TO_DTYPE, graph_inputs
 
     metas = []
     for graph_input in graph_inputs(case.model):

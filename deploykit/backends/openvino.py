@@ -39,8 +39,7 @@ import ml_dtypes
 import numpy as np
 
 from deploykit import cpu_features
-from deploykit.backends.base import (AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta,
-                                     pinned)
+from deploykit.backends.base import AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
 from deploykit.bound import Accumulation, OneSum, SumThenBias
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case
@@ -131,7 +130,7 @@ class OpenVinoRunner:
         rows = []
         for op in self.compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
-            field = lambda key: info[key].astype(str) if key in info else ""  # noqa: E731
+            field = lambda key, info=info: info[key].astype(str) if key in info else ""  # noqa: E731
             if field("layerType") not in ("Input", "Output", "Reorder", "Reshape", "Const"):
                 rows.append((field("layerType"), field("primitiveType"), field("runtimePrecision")))
         return rows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, CallableRunner, case_inputs
+from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner, Capabilities, case_inputs
 from deploykit.bound import OneSum
 from deploykit.onnxgen import NUMPY_DTYPES, Case
 

@@ -25,8 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.base import (AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta,
-                                     pinned)
+from deploykit.backends.base import AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
 from deploykit.bound import Accumulation, OneSum, TapSums
 from deploykit.errors import lazy_import
 from deploykit.onnxgen import Case

@@ -168,7 +168,7 @@ def shrink_classes(evaluator: Evaluator, dtypes: list[str], seed: int, max_examp
         key = todo[0]
         tried.add(key)
         try:
-            find(strategy, lambda spec: key in evaluator.classes(spec), settings=_settings(max_examples, shrink=True),
+            find(strategy, lambda spec, key=key: key in evaluator.classes(spec), settings=_settings(max_examples, shrink=True),
                  random=random.Random(seed))
         except NoSuchExample:
             continue

@@ -140,7 +140,8 @@ def lint_summary(reports, console: Console, model: str) -> int:
     console.print(table)
     _lint_verdicts(reports, console)
     for report in unresolved:
-        console.print(term_line(f"UNRESOLVED {report.node}" + (f" (module {report.module_path})" if report.module_path else "") + f": {report.problem}"), soft_wrap=True)
+        module = f" (module {report.module_path})" if report.module_path else ""
+        console.print(term_line(f"UNRESOLVED {report.node}{module}: {report.problem}"), soft_wrap=True)
     recorded = _recorded_lines(reports, console)
     tail = f", {recorded} recorded finding(s)" if recorded else ""
     console.print(f"{len(reports)} ConvTranspose node(s), {hazards} hazard(s), {len(unresolved)} unresolved{tail}")

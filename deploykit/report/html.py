@@ -23,7 +23,8 @@ td,th{border:1px solid #d0d5da;padding:2px 6px;text-align:left} th{background:#e
 .warn{background:#fff3cd;font-weight:bold}
 #map td.c{width:14px;height:12px;padding:0;cursor:pointer} #map th.l{font-weight:normal;background:#fff;cursor:default;padding:0 4px}
 #map{font-size:10px} #mapbox{max-height:70vh;overflow:auto;border:1px solid #d0d5da;display:inline-block}
-#map thead th{position:sticky;top:0;z-index:1} #detail{position:sticky;top:0;background:#f7f9fb;border:1px solid #d0d5da;padding:.5em;min-height:2.6em;white-space:pre-wrap}
+#map thead th{position:sticky;top:0;z-index:1}
+#detail{position:sticky;top:0;background:#f7f9fb;border:1px solid #d0d5da;padding:.5em;min-height:2.6em;white-space:pre-wrap}
 .v-pass{background:#3fa34d} .v-known{background:#9aa5b1} .v-unsupported,.v-unavailable{background:#e4e7eb}
 .v-drift{background:#d7263d} .v-shape-mismatch{background:#f46036} .v-rejected{background:#c05299}
 .v-accepted-invalid{background:#7b2cbf} .v-nonfinite{background:#1b998b} .v-crash{background:#000}
