@@ -59,7 +59,9 @@ def _input_index(request: AxisRequest, names: list[str]) -> int:
         return names.index(request.input)
     if request.input.isascii() and request.input.isdigit() and int(request.input) < len(names):
         return int(request.input)
-    raise UsageError(f"{request.label}: no input {request.input!r}; the inputs are {', '.join(names)} (or 0 to {len(names) - 1})")
+    known = f"the only input is {names[0]} (position 0)" if len(names) == 1 else \
+        f"the inputs are {', '.join(names)} (positions 0 to {len(names) - 1})"
+    raise UsageError(f"{request.label}: no input {request.input!r}; {known}")
 
 
 def _targets(request: AxisRequest, inputs: tuple, names: list[str]) -> list[int]:
