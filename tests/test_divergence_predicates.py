@@ -84,7 +84,8 @@ def _script_spec(script: Path) -> Spec:
     values = {
         node.targets[0].id: _literal(node.value)
         for node in ast.parse(text).body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in ("ATTRIBUTES", "X", "W", "B")
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in ("ATTRIBUTES", "X", "W", "B")
     }
     attributes = dict(values["ATTRIBUTES"])
     group = attributes.get("group", 1)

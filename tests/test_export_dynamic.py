@@ -85,7 +85,8 @@ def test_per_input_axes_by_onnx_name_or_position():
 def test_an_axis_for_every_input_skips_the_inputs_without_it():
     image, vector = torch.zeros(1, 4, 5, 5), torch.zeros(1, 6)
     assert resolve([parse_request("2=h"), parse_request("3=w")], (image, vector)) == {0: {2: "h", 3: "w"}}
-    with pytest.raises(UsageError, match=r"--dynamic-axis 4=d: there is no axis 4 on any input \(input_0 is 1x4x5x5, input_1 is 1x6\)"):
+    missing = r"--dynamic-axis 4=d: there is no axis 4 on any input \(input_0 is 1x4x5x5, input_1 is 1x6\)"
+    with pytest.raises(UsageError, match=missing):
         resolve([parse_request("4=d")], (image, vector))
 
 
@@ -138,7 +139,8 @@ def test_a_hyperprior_decoder_exports_with_a_symbol_per_input_and_verifies_a_sec
     out, report_path = tmp_path / "hyper.onnx", tmp_path / "hyper.json"
     proc = deploykit(
         "export", "decoders:hyperprior", "--exporter", exporter, "-o", str(out), "--json", str(report_path),
-        "--dynamic-axis", "input_0:2=4*hz", "--dynamic-axis", "input_0:3=4*wz", "--dynamic-axis", "1:2=hz", "--dynamic-axis", "1:3=wz",
+        "--dynamic-axis", "input_0:2=4*hz", "--dynamic-axis", "input_0:3=4*wz",
+        "--dynamic-axis", "1:2=hz", "--dynamic-axis", "1:3=wz",
         cwd=decoders, env={"PYTHONPATH": str(decoders)},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -70,7 +70,9 @@ def _targets(request: AxisRequest, inputs: tuple, names: list[str]) -> list[int]
         index = _input_index(request, names)
         tensor = inputs[index]
         if request.axis >= tensor.dim():
-            raise UsageError(f"{request.label}: {names[index]} is {_shape(tensor)}, which has no axis {request.axis} (rank {tensor.dim()})")
+            raise UsageError(
+                f"{request.label}: {names[index]} is {_shape(tensor)}, which has no axis {request.axis} (rank {tensor.dim()})"
+            )
         return [index]
     having = [i for i, tensor in enumerate(inputs) if request.axis < tensor.dim()]
     if not having:
@@ -125,4 +127,6 @@ def resolve(requests: list[AxisRequest], inputs: tuple) -> dict[int, dict[int, s
 def describe(axes: dict[int, dict[int, str]], count: int) -> str:
     """`h (input_0 axis 2), hz (input_1 axis 2)`: the symbols and where they are, for messages."""
     names = input_names(count)
-    return ", ".join(f"{name} ({names[index]} axis {axis})" for index, named in sorted(axes.items()) for axis, name in sorted(named.items()))
+    return ", ".join(
+        f"{name} ({names[index]} axis {axis})" for index, named in sorted(axes.items()) for axis, name in sorted(named.items())
+    )
