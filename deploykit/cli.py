@@ -658,7 +658,8 @@ def profile_command(
 @click.option("--input-shape", "input_shapes", multiple=True, help="1x128x1x1 per input (repeatable); default: the factory's example inputs")
 @click.option("--opset", type=click.IntRange(11, 23), default=18, show_default=True)
 @click.option("--dynamic-batch", is_flag=True, help="make axis 0 of every input dynamic ('batch')")
-@click.option("--dynamic-axis", "dynamic_axes", multiple=True, help="AXIS=NAME, a named dynamic axis on every input (repeatable)")
+@click.option("--dynamic-axis", "dynamic_axes", multiple=True,
+              help="AXIS=NAME: a named dynamic axis on every input that has it; INPUT:AXIS=NAME on one input (its ONNX name or position) (repeatable)")
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="[default: torch's current default]")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--verify-backends", default=None, help="comma-separated [default: every deployment runtime available on the CPU]")
@@ -691,6 +692,7 @@ def export_command(
     from deploykit import engines
     from deploykit.backends import require_available
     from deploykit.errors import lazy_import
+    from deploykit.export.dynamic import batch_request, parse_request
     from deploykit.export.exporter import ExportFailed, ExportOptions, default_verify_backends, make_output_folder, run_export
     from deploykit.export.target import resolve
     from deploykit.report.export import export_summary
@@ -706,14 +708,7 @@ def export_command(
     backends = registry.parse(verify_backends) if verify_backends is not None else default_verify_backends()
     if verify_backends is not None:
         require_available(backends, "--verify-backends")
-    axes = {0: "batch"} if dynamic_batch else {}
-    for text in dynamic_axes:
-        axis, sep, name = text.partition("=")
-        if not sep or not re.fullmatch(r"[0-9]+", axis) or not name:  # str.isdigit() takes '²', which int() refuses
-            raise UsageError(f"--dynamic-axis {text!r} must be AXIS=NAME, e.g. 3=time")
-        if int(axis) in axes:
-            raise UsageError(f"--dynamic-axis {text!r}: axis {int(axis)} is already dynamic as {axes[int(axis)]!r}")
-        axes[int(axis)] = name
+    axes = ([batch_request()] if dynamic_batch else []) + [parse_request(text) for text in dynamic_axes]
     make_output_folder(output)  # a bad -o is a usage error before any work, not an exporter refusal
     _check_writable_file(output, "-o")
     if json_path:

@@ -47,6 +47,14 @@ def _grouped(spec: ConvTransposeSpec) -> bool:
     return spec.group > 1
 
 
+def _grouped_several_channels_or_bias(spec: ConvTransposeSpec) -> bool:
+    """group > 1 except a bias-free depthwise layer (one input and one output channel per group):
+    a runtime that slices W by output channels and hands the whole bias to every group is right
+    on exactly that layer (BigVGAN's anti-aliasing filters) and wrong on every other grouped one."""
+    several = spec.in_channels // spec.group > 1 or spec.out_channels // spec.group > 1
+    return spec.group > 1 and (several or spec.bias)
+
+
 def _output_shape_positive_padding(spec: ConvTransposeSpec) -> bool:
     return spec.output_shape is not None and any(t > 0 for t in spec.total_padding)
 
@@ -55,12 +63,26 @@ def _output_shape_odd_padding(spec: ConvTransposeSpec) -> bool:
     return spec.output_shape is not None and any(t % 2 for t in spec.total_padding)
 
 
+def _output_shape_without_same(spec: ConvTransposeSpec) -> bool:
+    """output_shape with auto_pad NOTSET or VALID: the pads come from output_shape alone, which a
+    runtime that derives pads from output_shape only under SAME_* (onnx.reference) never does."""
+    return spec.output_shape is not None and not _auto_pad_same(spec)
+
+
+def _output_shape_positive_padding_without_same(spec: ConvTransposeSpec) -> bool:
+    return _output_shape_without_same(spec) and _output_shape_positive_padding(spec)
+
+
 def _output_padding_ge_max(spec: ConvTransposeSpec) -> bool:
     return any(op >= max(s, d) for op, s, d in zip(spec.output_padding, spec.strides, spec.dilations))
 
 
 def _output_shape_head_extension(spec: ConvTransposeSpec) -> bool:
     return spec.output_shape is not None and any(b < 0 for b in spec.resolved_pads()[0])
+
+
+def _output_shape_head_extension_without_same(spec: ConvTransposeSpec) -> bool:
+    return _output_shape_without_same(spec) and _output_shape_head_extension(spec)
 
 
 def _output_shape_head_crop(spec: ConvTransposeSpec) -> bool:
@@ -75,6 +97,12 @@ def _output_shape_same_upper_odd(spec: ConvTransposeSpec) -> bool:
     )
 
 
+def _output_shape_same_upper_odd_ungrouped(spec: ConvTransposeSpec) -> bool:
+    """The SAME_UPPER odd-unit split on the group-1 path; a converter that drops output_shape's pads
+    on the grouped path (openvino-grouped-output-shape-pads) never places the odd unit there."""
+    return spec.group == 1 and _output_shape_same_upper_odd(spec)
+
+
 def _output_shape_with_same(spec: ConvTransposeSpec) -> bool:
     return spec.output_shape is not None and _auto_pad_same(spec)
 
@@ -85,10 +113,45 @@ def _same_kernel_within_stride(spec: ConvTransposeSpec) -> bool:
     )
 
 
+def _same_output_padding_past_stride(spec: ConvTransposeSpec) -> bool:
+    """SAME_* (no output_shape) with output_padding where kernel extent + output_padding > stride on
+    some axis: there input x stride + output_padding (or the natural size, for an extent below the
+    stride) is not input x stride.  At equality the natural size is input x stride, so a size rule
+    that counts output_padding still gets it right."""
+    return _same(spec) and any(
+        op > 0 and kernel_extent(k, d) + op > s
+        for k, s, d, op in zip(spec.kernel_shape, spec.strides, spec.dilations, spec.output_padding)
+    )
+
+
 def _output_shape_ignored(spec: ConvTransposeSpec) -> bool:
     """output_shape asks for a size other than the one the same config has without it (input x
     stride under SAME_*, else the natural size: ONNX ignores pads given with output_shape)."""
     return spec.output_shape is not None and spec.output_spatial != spec.replace(output_shape=None).output_spatial
+
+
+def _size_without_output_shape_clamped(spec: ConvTransposeSpec) -> tuple[int, ...]:
+    """The size the config has without output_shape, with SAME_*'s negative total padding clamped at
+    0 (the natural size where it is below input x stride): what a runtime that ignores output_shape
+    and clamps SAME's padding returns."""
+    plain = spec.replace(output_shape=None).output_spatial
+    if _auto_pad_same(spec):
+        return tuple(min(n, p) for n, p in zip(spec.natural_spatial, plain))
+    return plain
+
+
+def _output_shape_unlike_clamped_size(spec: ConvTransposeSpec) -> bool:
+    return spec.output_shape is not None and spec.output_shape != _size_without_output_shape_clamped(spec)
+
+
+def _output_shape_with_same_clamped(spec: ConvTransposeSpec) -> bool:
+    """output_shape beside SAME_* unlike the natural size on an axis where SAME's padding is negative
+    (kernel extent + output_padding < stride), which a runtime that clamps it returns there."""
+    return spec.output_shape is not None and _auto_pad_same(spec) and any(
+        kernel_extent(k, d) + op < s and o != n
+        for k, s, d, op, o, n in zip(spec.kernel_shape, spec.strides, spec.dilations, spec.output_padding,
+                                     spec.output_shape, spec.natural_spatial)
+    )
 
 
 def _valid_not_input_x_stride(spec: ConvTransposeSpec) -> bool:
@@ -116,6 +179,10 @@ def _output_shape_beyond_stride(spec: ConvTransposeSpec) -> bool:
     )
 
 
+def _output_shape_beyond_stride_without_same(spec: ConvTransposeSpec) -> bool:
+    return _output_shape_without_same(spec) and _output_shape_beyond_stride(spec)
+
+
 def _grouped_output_shape_crop(spec: ConvTransposeSpec) -> bool:
     """group > 1 with an output_shape whose pads crop at the start: the grouped path is a separate
     operator in some converters, and the pads can be lost on the way to it."""
@@ -138,6 +205,22 @@ def _pads_beyond_output(spec: ConvTransposeSpec) -> bool:
     spec-invalid, and a runtime must refuse the model rather than build a negative shape."""
     begin, end = spec.pads[: spec.rank], spec.pads[spec.rank:]
     return any(n - b - e < 0 for n, b, e in zip(spec.natural_spatial, begin, end))
+
+
+def _pads_with_auto_pad_leaving(spec: ConvTransposeSpec, smallest: int) -> bool:
+    """pads beside auto_pad SAME_*/VALID that leave at least `smallest` output elements per axis: a
+    runtime that uses the pads and ignores auto_pad runs these, and refuses the rest as it would
+    refuse the same pads without auto_pad."""
+    begin, end = spec.pads[: spec.rank], spec.pads[spec.rank:]
+    return _pads_with_auto_pad(spec) and all(n - b - e >= smallest for n, b, e in zip(spec.natural_spatial, begin, end))
+
+
+def _pads_with_auto_pad_down_to_empty(spec: ConvTransposeSpec) -> bool:
+    return _pads_with_auto_pad_leaving(spec, 0)
+
+
+def _pads_with_auto_pad_nonempty(spec: ConvTransposeSpec) -> bool:
+    return _pads_with_auto_pad_leaving(spec, 1)
 
 
 def _same_output_padding_beyond_size(spec: ConvTransposeSpec) -> bool:
@@ -233,9 +316,20 @@ HAZARDS: dict[str, Hazard] = {
         ),
         Hazard("grouped", "group > 1 (grouped or depthwise ConvTranspose)", _grouped),
         Hazard(
+            "grouped_several_channels_or_bias",
+            "group > 1 with several input or output channels per group, or a bias (every grouped layer"
+            " but a bias-free depthwise one)",
+            _grouped_several_channels_or_bias,
+        ),
+        Hazard(
             "output_shape_positive_padding",
             "output_shape smaller than the natural output (positive total padding to crop)",
             _output_shape_positive_padding,
+        ),
+        Hazard(
+            "output_shape_positive_padding_without_same",
+            "output_shape smaller than the natural output, auto_pad NOTSET or VALID",
+            _output_shape_positive_padding_without_same,
         ),
         Hazard(
             "output_shape_odd_padding",
@@ -253,6 +347,12 @@ HAZARDS: dict[str, Hazard] = {
             _output_shape_head_extension,
         ),
         Hazard(
+            "output_shape_head_extension_without_same",
+            "output_shape larger than the natural output where the spec zero-extends at the start too,"
+            " auto_pad NOTSET or VALID",
+            _output_shape_head_extension_without_same,
+        ),
+        Hazard(
             "output_shape_head_crop",
             "output_shape smaller than the natural output where the spec crops at the start",
             _output_shape_head_crop,
@@ -261,6 +361,12 @@ HAZARDS: dict[str, Hazard] = {
             "output_shape_same_upper_odd_padding",
             "output_shape with SAME_UPPER and odd total padding: the spec puts the odd unit at the end",
             _output_shape_same_upper_odd,
+        ),
+        Hazard(
+            "output_shape_same_upper_odd_padding_ungrouped",
+            "output_shape with SAME_UPPER and odd total padding on a group-1 layer: the spec puts the odd"
+            " unit at the end",
+            _output_shape_same_upper_odd_ungrouped,
         ),
         Hazard(
             "output_shape_with_same",
@@ -273,10 +379,27 @@ HAZARDS: dict[str, Hazard] = {
             _same_kernel_within_stride,
         ),
         Hazard(
+            "same_output_padding_past_stride",
+            "SAME_* with output_padding where kernel extent + output_padding > stride: ONNX shape inference"
+            " gives another size than input x stride",
+            _same_output_padding_past_stride,
+        ),
+        Hazard(
             "output_shape_ignored",
             "output_shape that changes the output size: a runtime that ignores it returns the size"
             " the config has without it",
             _output_shape_ignored,
+        ),
+        Hazard(
+            "output_shape_unlike_clamped_size",
+            "output_shape other than the size the config has without it, SAME_*'s negative padding clamped"
+            " at 0: a runtime that ignores output_shape and clamps returns that size",
+            _output_shape_unlike_clamped_size,
+        ),
+        Hazard(
+            "output_shape_with_same_clamped",
+            "output_shape beside SAME_*, unlike the natural size on an axis where SAME's padding is negative",
+            _output_shape_with_same_clamped,
         ),
         Hazard(
             "valid_not_input_x_stride",
@@ -291,10 +414,28 @@ HAZARDS: dict[str, Hazard] = {
             _pads_with_auto_pad,
         ),
         Hazard(
+            "pads_with_auto_pad_down_to_empty",
+            "pads set together with auto_pad SAME_*/VALID that leave an output of size 0 or more:"
+            " spec-invalid; a runtime that uses the pads runs it",
+            _pads_with_auto_pad_down_to_empty,
+        ),
+        Hazard(
+            "pads_with_auto_pad_nonempty",
+            "pads set together with auto_pad SAME_*/VALID that leave a non-empty output: spec-invalid;"
+            " a runtime that uses the pads runs it",
+            _pads_with_auto_pad_nonempty,
+        ),
+        Hazard(
             "output_shape_beyond_stride",
             "output_shape at least (stride - output_padding) larger than the natural output: no input size"
             " gives it; the spec zero-extends, some runtimes refuse the model",
             _output_shape_beyond_stride,
+        ),
+        Hazard(
+            "output_shape_beyond_stride_without_same",
+            "output_shape at least (stride - output_padding) larger than the natural output, auto_pad"
+            " NOTSET or VALID",
+            _output_shape_beyond_stride_without_same,
         ),
         Hazard(
             "grouped_output_shape_crop",

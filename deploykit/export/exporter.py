@@ -25,8 +25,9 @@ import onnx
 
 from deploykit.errors import UsageError, lazy_import
 from deploykit.execute import one_line
+from deploykit.export.dynamic import AxisRequest, describe, input_names, resolve
 from deploykit.export.layers import LayerCheck, check_layers
-from deploykit.export.verify import OutputCheck, check_dynamic_axes, second_size_inputs, verify_outputs
+from deploykit.export.verify import OutputCheck, second_size_inputs, verify_outputs
 from deploykit.onnxread import default_opset
 
 #: Whole-model pass: max|y - ref| <= rtol * max|ref| + atol per output.  Through nonlinear layers
@@ -51,7 +52,7 @@ class ExportOptions:
     opset: int = 18
     exporter: str | None = None  # None: torch's current default
     dtype: str = "float32"
-    dynamic_axes: dict[int, str] = field(default_factory=dict)
+    dynamic_axes: list[AxisRequest] = field(default_factory=list)  # as asked; resolved per input by run_export
     verify_backends: list[str] = field(default_factory=default_verify_backends)
     rtol: float | None = None
     atol: float | None = None
@@ -79,6 +80,7 @@ class ExportReport:
     dtype: str
     opset_requested: int | None = None
     opset_warning: str | None = None  # set when the exporter could not write the requested opset
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # input name -> {axis: symbol}
     checker: str = "ok"
     outputs: list[OutputCheck] = field(default_factory=list)
     layers: list[LayerCheck] = field(default_factory=list)
@@ -122,15 +124,15 @@ class _VersionNotes(logging.Handler):
             self.notes.append(one_line(Exception(message + cause), limit=400))
 
 
-def _export_kwargs(torch, inputs: tuple, options: ExportOptions) -> dict[str, Any]:
-    names = [f"input_{i}" for i in range(len(inputs))] if len(inputs) > 1 else ["input"]
+def _export_kwargs(torch, inputs: tuple, options: ExportOptions, axes: dict[int, dict[int, str]]) -> dict[str, Any]:
+    names = input_names(len(inputs))
     kwargs: dict[str, Any] = dict(input_names=names, output_names=["output"], opset_version=options.opset)
     if "external_data" in inspect.signature(torch.onnx.export).parameters:
         kwargs["external_data"] = False  # one self-contained file (decoders are far below 2 GB)
     if options.exporter is not None:
         kwargs["dynamo"] = options.exporter == "dynamo"
-    if options.dynamic_axes:
-        kwargs["dynamic_axes"] = {name: dict(options.dynamic_axes) for name in names}
+    if axes:
+        kwargs["dynamic_axes"] = {names[index]: dict(named) for index, named in sorted(axes.items())}
     return kwargs
 
 
@@ -175,13 +177,16 @@ def _quiet_exporter(notes: _VersionNotes):
         converter_logger.removeHandler(notes)
 
 
-def export_model(module, inputs: tuple, options: ExportOptions) -> tuple[onnx.ModelProto, list[str]]:
+def export_model(module, inputs: tuple, options: ExportOptions,
+                 axes: dict[int, dict[int, str]] | None = None) -> tuple[onnx.ModelProto, list[str]]:
     """torch.onnx.export with deploykit's choices: the written model and the exporter's opset notes.
 
-    A refusal raises ExportFailed with the exporter's own reason on one line.
+    `axes` (input position -> {axis: symbol}) are the resolved dynamic axes; None resolves
+    `options.dynamic_axes` here.  A refusal raises ExportFailed with the exporter's own reason on one line.
     """
     torch = lazy_import("torch", "torch", "torch")
-    kwargs = _export_kwargs(torch, inputs, options)
+    axes = resolve(options.dynamic_axes, inputs) if axes is None else axes
+    kwargs = _export_kwargs(torch, inputs, options, axes)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     notes = _VersionNotes()
     try:
@@ -213,12 +218,12 @@ def _tolerance(options: ExportOptions) -> tuple[float, float]:
     return (options.rtol if options.rtol is not None else rtol, options.atol if options.atol is not None else atol)
 
 
-def _second_size(module, inputs: tuple, model: onnx.ModelProto, options: ExportOptions) -> list[OutputCheck]:
+def _second_size(module, inputs: tuple, model: onnx.ModelProto, options: ExportOptions,
+                 axes: dict[int, dict[int, str]]) -> list[OutputCheck]:
     """With dynamic axes, the same verification at a second size (or one row saying why not)."""
-    grown, why_not = second_size_inputs(module, inputs, options.dynamic_axes)
+    grown, why_not = second_size_inputs(module, inputs, axes)
     if grown is None:
-        axes = ", ".join(map(str, sorted(options.dynamic_axes)))
-        reason = f"no second size along dynamic axes {axes} runs in eager torch: {why_not}"
+        reason = f"no second size along dynamic axes {describe(axes, len(inputs))} runs in eager torch: {why_not}"
         return [OutputCheck("torch-cpu", "*", "unverified", reason)]
     return verify_outputs(module, grown, model, options.verify_backends, _tolerance(options))
 
@@ -230,25 +235,26 @@ def run_export(target: str, module, inputs: tuple, options: ExportOptions) -> Ex
     weight_norm cannot be deep-copied.
     """
     torch = lazy_import("torch", "torch", "torch")
-    check_dynamic_axes(inputs, options.dynamic_axes)
+    axes = resolve(options.dynamic_axes, inputs)
     module = module.eval()
     if options.dtype == "float16":
         module = module.half()
         inputs = tuple(t.half() if t.is_floating_point() else t for t in inputs)
-    model, notes = export_model(module, inputs, options)
+    model, notes = export_model(module, inputs, options, axes)
     written, exporter = default_opset(model), _exporter_name(torch, options.exporter)
     report = ExportReport(
         target=target, onnx_path=str(options.output), exporter=exporter,
         opset=written, dtype=options.dtype, opset_requested=options.opset,
         opset_warning=_opset_warning(options.opset, written, notes, exporter),
+        dynamic_axes={input_names(len(inputs))[index]: named for index, named in sorted(axes.items())},
     )
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as error:  # noqa: BLE001
         report.checker = f"failed: {one_line(error)}"
     report.outputs = verify_outputs(module, inputs, model, options.verify_backends, _tolerance(options))
-    if options.dynamic_axes:
-        report.outputs += _second_size(module, inputs, model, options)
+    if axes:
+        report.outputs += _second_size(module, inputs, model, options, axes)
     report.layers = check_layers(model, inputs, options.verify_backends, module)
     failing = (
         report.checker != "ok"

@@ -141,16 +141,6 @@ def verify_outputs(module, inputs: tuple, model: onnx.ModelProto, backends: list
     return checks
 
 
-def check_dynamic_axes(inputs: tuple, axes: dict[int, str]) -> None:
-    """Every dynamic axis must exist on every input (the exporters apply them to all inputs)."""
-    for axis, name in sorted(axes.items()):
-        for index, tensor in enumerate(inputs):
-            if axis >= tensor.dim():
-                shape = "x".join(map(str, tensor.shape)) or "a scalar"
-                option = "--dynamic-batch" if (axis, name) == (0, "batch") else f"--dynamic-axis {axis}={name}"
-                raise UsageError(f"{option}: input {index} is {shape}, which has no axis {axis} (rank {tensor.dim()})")
-
-
 def _grown(tensor, axis: int, size: int):
     """`tensor` with `axis` resized to `size`: fresh normal values for floats, repeats otherwise."""
     torch = lazy_import("torch", "torch", "torch")
@@ -164,18 +154,23 @@ def _grown(tensor, axis: int, size: int):
     return tensor.repeat(*repeats).narrow(axis, 0, size)
 
 
-def second_size_inputs(module, inputs: tuple, axes: dict[int, str]) -> tuple[tuple | None, str]:
-    """Inputs with every dynamic axis grown, on which the eager module runs; or (None, why not).
+def second_size_inputs(module, inputs: tuple, axes: dict[int, dict[int, str]]) -> tuple[tuple | None, str]:
+    """Inputs with every dynamic axis grown (`axes`: input position -> {axis: symbol}), on which the
+    eager module runs; or (None, why not).
 
-    Doubling keeps the divisibility U-Nets need (a multiple of 2^depth stays one); where the
-    module refuses the doubled size, one step more is tried.
+    Doubling keeps the divisibility U-Nets need (a multiple of 2^depth stays one) and the ratio
+    between inputs at different resolutions (a hyperprior's y and z); where the module refuses the
+    doubled size, one step more is tried.  Axes that share a symbol have one example size (see
+    `dynamic.resolve`), so they grow to one size: the second size stays consistent per symbol.
     """
     torch = lazy_import("torch", "torch", "torch")
     last_error = ""
     for grow in (lambda n: 2 * n, lambda n: n + 1):
-        candidate = inputs
-        for axis in sorted(axes):
-            candidate = tuple(_grown(t, axis, grow(int(t.shape[axis]))) for t in candidate)
+        candidate = list(inputs)
+        for index, named in axes.items():
+            for axis in sorted(named):
+                candidate[index] = _grown(candidate[index], axis, grow(int(candidate[index].shape[axis])))
+        candidate = tuple(candidate)
         try:
             with torch.no_grad():
                 module(*candidate)

@@ -76,6 +76,10 @@ def export_summary(report, console: Console) -> None:
     console.print(term_line(f"exported {report.target} -> {report.onnx_path} ({report.exporter} exporter, opset {report.opset}, {report.dtype})"))
     if report.opset_warning:
         console.print(term_line(f"WARNING: {report.opset_warning}"), soft_wrap=True)
+    if report.dynamic_axes:
+        symbols = "; ".join(f"{name}: " + ", ".join(f"axis {a}={s}" for a, s in sorted(named.items()))
+                            for name, named in report.dynamic_axes.items())
+        console.print(term_line(f"dynamic axes: {symbols}"), soft_wrap=True)
     console.print(term_line(f"onnx.checker (full check): {report.checker}"))
     _outputs_table(report, console)
     _layers_table(report, console)
