@@ -59,6 +59,10 @@ MINIMAL: dict[str, list[Spec]] = {
     "shape-inference-same-output-padding": [Spec((1, 1, 2), 1, (3,), strides=2, output_padding=1, auto_pad="SAME_UPPER")],
     "shape-inference-same-negative-padding": [Spec((1, 1, 2), 1, (1,), strides=2, auto_pad="SAME_UPPER")],
     "tensorrt-output-shape-split": [Spec((1, 1, 3), 1, (3,), strides=2, output_shape=(6,))],
+    # its repro.py tries these three float64 models on the CUDA provider
+    "ort-cuda-float64-no-provider": [Spec((1, 1, 3), 1, (3,), pads=1, dtype="float64", bias=False),
+                                     Spec((1, 1, 3), 1, (3,), auto_pad="SAME_UPPER", dtype="float64", bias=False),
+                                     Spec((1, 1, 3), 1, (3,), auto_pad="VALID", dtype="float64", bias=False)],
 }
 #: Entries whose failure lives in kernels one CPU feature selects (the flag in /proc/cpuinfo).
 NEEDS_CPU_FLAG = dict.fromkeys(("openvino-bf16-3d-output-padding-unwritten", "torch-bf16-3d-output-padding-unwritten",
@@ -95,7 +99,10 @@ def _script_spec(script: Path) -> Spec:
 
 
 def minimal_cases(entry: Divergence) -> list[Spec]:
-    """The entry's repro (model.onnx, else the config repro.py writes), else its MINIMAL configs."""
+    """The entry's MINIMAL configs where listed (a repro that tries several models), else its repro
+    (model.onnx, else the config repro.py writes)."""
+    if entry.id in MINIMAL:
+        return MINIMAL[entry.id]
     if entry.repro:
         folder = ROOT / Path(entry.repro).parent
         if (folder / "model.onnx").is_file():
