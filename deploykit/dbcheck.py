@@ -21,6 +21,7 @@ from typing import Any, Callable, TypeVar
 from deploykit.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
+NoneType = type(None)
 #: SQLite's primary result codes that mean the file itself is bad: SQLITE_CORRUPT, SQLITE_NOTADB
 DAMAGE_CODES = (11, 26)
 #: Columns every schema version has had (version 1's layout); a table without them is not deploykit's.
@@ -92,7 +93,7 @@ def guarded(method: F) -> F:
     return call  # type: ignore[return-value]
 
 
-def decoded(text: Any, path: Path, where: str, kind: type | tuple[type, ...] = (dict, list, type(None))) -> Any:
+def decoded(text: Any, path: Path, where: str, kind: type | tuple[type, ...] = (dict, list, NoneType)) -> Any:
     """A JSON column's value; text deploykit did not write (not JSON, the wrong kind) is damage."""
     try:
         value = json.loads(text)

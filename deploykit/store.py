@@ -310,8 +310,8 @@ class Store:
         return Run(row["run_id"], row["started_at"], row["finished_at"], row["status"], row["matrix"],
                    decoded(row["parameters"], self.path, f"{where}'s parameters", dict),
                    decoded(row["environment"], self.path, f"{where}'s environment", dict), row["planned"],
-                   decoded(row["owner"], self.path, f"{where}'s owner", (dict, type(None))) if row["owner"] else None,
-                   decoded(row["known_divergences"], self.path, f"{where}'s divergence table", (list, type(None)))
+                   decoded(row["owner"], self.path, f"{where}'s owner", (dict, dbcheck.NoneType)) if row["owner"] else None,
+                   decoded(row["known_divergences"], self.path, f"{where}'s divergence table", (list, dbcheck.NoneType))
                    if row["known_divergences"] else None)
 
     @guarded
@@ -374,5 +374,5 @@ class Store:
         checked_text(row, ("config_id", "label", "backend", "dtype", "verdict", "expect", "precision"), self.path, where)
         for name in _JSON_FIELDS:
             if row[name] is not None:
-                row[name] = decoded(row[name], self.path, f"{where}'s {name}", dict if name == "spec" else (list, type(None)))
+                row[name] = decoded(row[name], self.path, f"{where}'s {name}", dict if name == "spec" else (list, dbcheck.NoneType))
         return Result(**row)

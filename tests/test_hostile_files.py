@@ -190,3 +190,85 @@ def test_a_store_failure_mid_fuzz_stops_the_search_in_one_line(tmp_path, monkeyp
     with pytest.raises(DatabaseDamaged, match="is damaged"):
         fuzz(FuzzRequest(backends=["reference"], max_examples=20, db=tmp_path / "f.db"), Console(file=None, quiet=True))
     assert time.monotonic() - started < 120
+
+
+# ----- databases from older schemas -----------------------------------------------------------
+#: The tables as schema versions 1 (the first store) and 2 (runs.owner, accumulation columns) made
+#: them, from deploykit/store.py's history; each version wrote its number into meta.
+_V1_RESULT_COLUMNS = ["config_id", "label", "backend", "dtype", "verdict", "reason", "known_divergence", "expect",
+                      "max_abs_err", "max_rel_err", "rel_l2_err", "max_ulp_err", "bound_ratio", "expected_shape",
+                      "actual_shape", "onnx_inferred_shape", "backend_version", "duration_ms", "spec",
+                      "latency_median_ms", "latency_p99_ms", "latency_cv", "gflops", "setup_ms"]
+_V2_RESULT_COLUMNS = _V1_RESULT_COLUMNS[:13] + ["accumulation", "float32_sum_ratio"] + _V1_RESULT_COLUMNS[13:]
+_JSON_COLUMNS = {"expected_shape", "actual_shape", "onnx_inferred_shape", "spec"}
+
+
+def _old_database(path: Path, version: int, precision: str | None) -> dict:
+    """A database as schema `version` wrote it, one run started with `precision` (None: before the
+    option existed), one result with every column set; returns that result's values."""
+    columns = _V1_RESULT_COLUMNS if version == 1 else _V2_RESULT_COLUMNS
+    owner = ",\n    owner TEXT" if version == 2 else ""
+    schema = f"""
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    CREATE TABLE runs (
+        run_id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
+        matrix TEXT NOT NULL, parameters TEXT NOT NULL, environment TEXT NOT NULL, planned INTEGER NOT NULL{owner});
+    CREATE TABLE results (
+        run_id INTEGER NOT NULL REFERENCES runs(run_id),
+        {", ".join(f"{c} {'TEXT' if c in _JSON_COLUMNS else ''}".strip() for c in columns)},
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (run_id, config_id, expect, backend));
+    """
+    spec = {"input_shape": [1, 2, 3, 3], "out_channels": 2, "kernel_shape": [2, 2], "dtype": "float32"}
+    values = {"config_id": "abc123def456", "label": "2d-old", "backend": "ort-cpu", "dtype": "float32", "verdict": "drift",
+              "reason": "too far", "known_divergence": "some-entry", "expect": "accept", "max_abs_err": 0.5,
+              "max_rel_err": 0.25, "rel_l2_err": 0.125, "max_ulp_err": 7, "bound_ratio": 3.5, "accumulation": "one float32 sum",
+              "float32_sum_ratio": 1.5, "expected_shape": [1, 2, 4, 4], "actual_shape": [1, 2, 4, 4],
+              "onnx_inferred_shape": [1, 2, 4, 4], "backend_version": "1.17.0", "duration_ms": 12.5, "spec": spec,
+              "latency_median_ms": 0.75, "latency_p99_ms": 0.875, "latency_cv": 0.01, "gflops": 2.5, "setup_ms": 30.0}
+    parameters = {"backends": ["ort-cpu"], "dtypes": None} | ({"precision": precision} if precision else {})
+    with sqlite3.connect(path) as connection:
+        connection.executescript(schema)
+        connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+        connection.execute("INSERT INTO runs (started_at, finished_at, status, matrix, parameters, environment, planned)"
+                           " VALUES (1.0, 2.0, 'complete', 'old', ?, '{\"cpu\": \"old cpu\"}', 1)", (json.dumps(parameters),))
+        row = [json.dumps(values[c]) if c in _JSON_COLUMNS else values[c] for c in columns]
+        connection.execute(f"INSERT INTO results (run_id, {', '.join(columns)}, recorded_at) VALUES (1, {', '.join('?' * len(columns))}, 3.0)",
+                           row)
+    connection.close()
+    return {c: values[c] for c in columns}
+
+
+OLD_SCHEMAS = [(1, None), (1, "tf32"), (2, "fp32"), (2, "tf32")]
+
+
+@pytest.mark.parametrize("version, precision", OLD_SCHEMAS)
+def test_a_database_from_before_schema_3_reads_every_column_right(tmp_path, version, precision):
+    """A result from before schema 3 was built at its run's precision (fp32 before the option
+    existed): a report reads that, as the migration writes it, never a precision of None."""
+    written = _old_database(tmp_path / "old.db", version, precision)
+    store = Store(tmp_path / "old.db", create=False)
+    [result] = store.results(1)
+    store.close()
+    read = result.as_dict()
+    assert {c: read[c] for c in written} == written
+    assert result.precision == (precision or "fp32") and result.backend_label == ("ort-cpu" if precision in (None, "fp32") else f"ort-cpu ({precision})")
+    assert all(read[c] is None for c in read if c not in written and c != "precision")
+
+
+@pytest.mark.parametrize("version, precision", OLD_SCHEMAS)
+def test_reading_and_migrating_an_old_database_agree(capsys, tmp_path, version, precision):
+    """The JSON report of an old database is the same before and after a run migrates it."""
+    db = tmp_path / "old.db"
+    _old_database(db, version, precision)
+    code, before, err = cli(capsys, "conformance", "report", "--db", str(db), "--format", "json", "--run", "1")
+    assert code == 0, err
+    store = Store(db)  # a writer migrates
+    store.close()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    connection.close()
+    code, after, err = cli(capsys, "conformance", "report", "--db", str(db), "--format", "json", "--run", "1")
+    assert code == 0, err
+    assert json.loads(before)["results"] == json.loads(after)["results"]
+    assert json.loads(after)["results"][0]["precision"] == (precision or "fp32")
