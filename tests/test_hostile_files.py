@@ -272,3 +272,75 @@ def test_reading_and_migrating_an_old_database_agree(capsys, tmp_path, version, 
     assert code == 0, err
     assert json.loads(before)["results"] == json.loads(after)["results"]
     assert json.loads(after)["results"][0]["precision"] == (precision or "fp32")
+
+
+# ----- YAML: nesting, alias bombs, size --------------------------------------------------------
+def _alias_bomb(levels: int = 9) -> str:
+    """Billion laughs: each anchor lists the one before ten times, so a few lines stand for 10^levels values."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _nested_aliases() -> str:
+    """Anchors 60 levels deep, each nested inside the next through an alias: shallow as written, 2,400 levels expanded."""
+    lines = ["a0: &a0 " + "[" * 60 + "]" * 60]
+    lines += [f"a{i}: &a{i} " + "[" * 60 + f"*a{i - 1}" + "]" * 60 for i in range(1, 40)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_YAML = {
+    "deep flow nesting": ("[" * 100_000, "nested more than 64 levels"),
+    "deep block nesting": ("".join(" " * i + "-\n" for i in range(300)), "nested more than 64 levels"),
+    "alias bomb": (_alias_bomb(), "more than 1,000,000 values once its aliases are expanded"),
+    "aliases nested deep": (_nested_aliases(), "nested more than 64 levels deep once its aliases are expanded"),
+    "huge file": ("cases:\n" + "  - {input_shape: [1, 1, 4], out_channels: 1, kernel_shape: 1}\n" * 20_000, "larger than 1 MiB"),
+    "integer of 5000 digits": ("cases:\n  - {input_shape: [1, 1, " + "9" * 5000 + "], out_channels: 1, kernel_shape: 1}\n",
+                               "malformed YAML"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_YAML))
+def test_hostile_yaml_is_refused_fast_in_bounded_memory(tmp_path, name):
+    import tracemalloc
+
+    from deploykit.errors import UsageError
+    from deploykit.yamlfile import read_yaml
+
+    text, message = HOSTILE_YAML[name]
+    (tmp_path / "m.yaml").write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(UsageError, match=message):
+        read_yaml(tmp_path / "m.yaml", "matrix")
+    elapsed = time.perf_counter() - started
+    tracemalloc.start()  # apart from the timing: tracing slows every allocation
+    try:
+        with pytest.raises(UsageError, match=message):
+            read_yaml(tmp_path / "m.yaml", "matrix")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 64 << 20, (elapsed, peak)
+
+
+@pytest.mark.parametrize("what, args", [
+    ("matrix", ("conformance", "run", "--matrix", "{file}", "--db", "{tmp}/r.db")),
+    ("matrix", ("generate", "--matrix", "{file}", "--out", "{tmp}/suite")),
+    ("known-divergence table", ("conformance", "report", "--db", "{db}")),
+    ("engine profile", ("export", "zoo:tied", "--engine", "{tmp}/e.plan", "--engine-profile", "{file}")),
+])
+@pytest.mark.parametrize("name", ["deep flow nesting", "alias bomb"])
+def test_every_yaml_a_command_reads_is_limited(capsys, results_db, tmp_path, what, args, name):
+    file = tmp_path / ("known_divergences.yaml" if what == "known-divergence table" else "hostile.yaml")
+    file.write_text(HOSTILE_YAML[name][0])
+    if what == "known-divergence table":  # a table from before stored tables: a report reads the current one
+        db = shutil.copy(results_db, tmp_path / "r.db")
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE runs SET known_divergences = NULL")
+        connection.close()
+        (tmp_path / "matrices").mkdir()
+        proc = deploykit(*(arg.format(db=db) for arg in args), env={"DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path)})
+        code, err = proc.returncode, proc.stderr  # the table's path is fixed when deploykit is imported
+    else:
+        code, _, err = cli(capsys, *(arg.format(file=file, tmp=tmp_path) for arg in args))
+    one_line_error(code, err, what, str(file), HOSTILE_YAML[name][1])
