@@ -266,7 +266,19 @@ def conformance_run(
         f"run {outcome.run.run_id}: {summary.total} results, {summary.passed} pass, {summary.known} known divergences,"
         f" {summary.new_findings} new findings; stored in {db}"
     )
+    _refuse_if_nothing_tested(outcome.results, "choose --backends and --dtypes that run here")
     sys.exit(1 if summary.new_findings else 0)
+
+
+def _refuse_if_nothing_tested(results: list, hint: str) -> None:
+    """A run whose every result is `unsupported` or `unavailable` tested nothing: exit 2, so a CI job
+    that asked for it does not go green on it (its results are stored and reported all the same)."""
+    from deploykit.metrics import SKIPPED
+
+    if any(result.verdict not in SKIPPED for result in results):
+        return
+    example = next((f" (e.g. {r.backend} on {r.label}: {r.reason})" for r in results if r.reason), "")
+    raise UsageError(f"nothing was tested: all {len(results)} results are unsupported or unavailable{example}; {hint}")
 
 
 def _summarize(run, results: list):
@@ -313,12 +325,9 @@ def _timing_options(warmup_ms: float, iterations: int, duration: float, include_
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    index, sep, count = text.partition("/")
-    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise UsageError(f"--shard {text!r} must be K/N with 1 <= K <= N, e.g. 2/3")
-    return int(index), int(count)
+    from deploykit.conformance import parse_shard
+
+    return None if text is None else parse_shard(text)
 
 
 def _precisions(text: str) -> list[str]:
@@ -541,6 +550,7 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
     configs = len({(r.config_id, r.expect) for r in outcome.results})
     _say(f"fuzz run {outcome.run.run_id}: {configs} configs, {len(outcome.results)} results,"
          f" {len(outcome.classes)} failure classes ({new} NEW); stored in {db}")
+    _refuse_if_nothing_tested(outcome.results, "choose --backends and --dtypes that run here")
     sys.exit(1 if new else 0)
 
 
