@@ -344,3 +344,67 @@ def test_every_yaml_a_command_reads_is_limited(capsys, results_db, tmp_path, wha
     else:
         code, _, err = cli(capsys, *(arg.format(file=file, tmp=tmp_path) for arg in args))
     one_line_error(code, err, what, str(file), HOSTILE_YAML[name][1])
+
+
+# ----- --shard K/N -----------------------------------------------------------------------------
+@pytest.mark.parametrize("shard, message", [
+    ("1/" + "1" + "0" * 20, "must be K/N"), ("1/10^20", "must be K/N"), ("0/3", "K must be from 1 to N"),
+    ("4/3", "K must be from 1 to N"), ("-1/3", "must be K/N"), ("1/0", "N must be from 1"), ("a/b", "must be K/N"),
+    ("²/3", "must be K/N"), ("1/" + "9" * 5000, "must be K/N"), ("3", "must be K/N"), ("1/40", "only 31 tasks"),
+])
+@pytest.mark.parametrize("command", ["run", "judge"])
+def test_a_shard_out_of_bounds_is_refused_before_any_work(capsys, inputs, tmp_path, shard, message, command):
+    if command == "run":
+        args = ["conformance", "run", "--matrix", "smoke", "--backends", "reference", "--db", str(tmp_path / "s.db")]
+    else:
+        shutil.copytree(inputs / "tree", tmp_path / "tree")
+        args = ["conformance", "judge", str(tmp_path / "tree"), "--as", "reference", "--db", str(tmp_path / "s.db")]
+        message = "is only 1 task to split" if shard == "1/40" else message
+    code, _, err = cli(capsys, *args, f"--shard={shard}")
+    one_line_error(code, err, "--shard", message)
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("stored", [[1, 10**20], [1, "3"], "1/3", [0, 3], [True, 2], [1, 2, 3]])
+def test_merge_refuses_a_shard_no_deploykit_writes(capsys, results_db, tmp_path, stored):
+    """A shard database whose recorded K/N is absurd (edited, damaged) is refused, not counted out."""
+    shard = shutil.copy(results_db, tmp_path / "shard.db")
+    with sqlite3.connect(shard) as connection:
+        connection.execute("UPDATE runs SET parameters = json_set(parameters, '$.shard', json(?))", (json.dumps(stored),))
+    connection.close()
+    code, _, err = cli(capsys, "conformance", "merge", str(shard), "-o", str(tmp_path / "all.db"))
+    one_line_error(code, err, str(shard), "records shard", "never writes")
+    assert not (tmp_path / "all.db").exists()
+
+
+# ----- runs that test nothing; reports of unfinished fuzz runs ----------------------------------
+@pytest.mark.parametrize("command", [
+    ("conformance", "run", "--matrix", "{tmp}/m.yaml", "--json", "{tmp}/r.json"),
+    ("conformance", "fuzz", "--max-examples", "2", "--json", "{tmp}/r.json"),
+])
+def test_a_run_that_tests_nothing_is_no_pass(capsys, tmp_path, command):
+    """Every result `unsupported` (ort-cpu has no bfloat16 kernel): stored and reported, but exit 2,
+    so a CI job that asked for it does not go green having tested nothing."""
+    (tmp_path / "m.yaml").write_text(f"cases:\n  - {LAYER}\n")
+    args = [arg.format(tmp=tmp_path) for arg in command] + ["--backends", "ort-cpu", "--dtypes", "bfloat16",
+                                                          "--db", str(tmp_path / "r.db")]
+    code, out, err = cli(capsys, *args)
+    one_line_error(code, err, "nothing was tested", "unsupported or unavailable", "has no bfloat16")
+    store = Store(tmp_path / "r.db", create=False)
+    run = store.latest_run()
+    assert run.complete and {r.verdict for r in store.results(run.run_id)} == {"unsupported"}
+    store.close()
+    assert (tmp_path / "r.json").is_file()
+
+
+def test_an_unfinished_fuzz_run_says_to_resume_it_with_fuzz(capsys, tmp_path):
+    db = tmp_path / "f.db"
+    code, _, err = cli(capsys, "conformance", "fuzz", "--backends", "reference", "--max-examples", "2", "--db", str(db))
+    assert code in (0, 1), err
+    with sqlite3.connect(db) as connection:  # as if the fuzz run had been killed
+        connection.execute("UPDATE runs SET status = 'running', finished_at = NULL")
+    connection.close()
+    for format_ in ("table", "md", "html"):
+        code, out, err = cli(capsys, "conformance", "report", "--db", str(db), "--format", format_)
+        assert code == 0, err
+        assert "conformance fuzz --resume" in out and "conformance run --resume" not in out, out

@@ -19,6 +19,9 @@ def incomplete_notice(summary: RunSummary) -> str | None:
     if run.get("kind") == "judge":  # a judged run stays unfinished when some cases had no answer
         return (f"INCOMPLETE: run {run['run_id']} judged {run['recorded']} of {run['planned']} cases; the others had no"
                 " answer in the folder (or sit in a shard not merged): add them and judge again")
+    if run.get("kind") == "fuzz":  # a fuzz run knows its size only when it ends, and its own command resumes it
+        return (f"INCOMPLETE: fuzz run {run['run_id']} recorded {run['recorded']} results and has not finished; unless it"
+                " is still running, finish it with `deploykit conformance fuzz --resume` on the same --db")
     return (
         f"INCOMPLETE: run {run['run_id']} recorded {run['recorded']} of {run['planned']} results and has not finished;"
         " unless it is still running, finish it with `deploykit conformance run --resume` on the same --db"
