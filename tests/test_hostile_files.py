@@ -408,3 +408,85 @@ def test_an_unfinished_fuzz_run_says_to_resume_it_with_fuzz(capsys, tmp_path):
         code, out, err = cli(capsys, "conformance", "report", "--db", str(db), "--format", format_)
         assert code == 0, err
         assert "conformance fuzz --resume" in out and "conformance run --resume" not in out, out
+
+
+# ----- malformed JSON baselines for compare ---------------------------------------------------
+def _set(path: tuple, value):
+    def change(report: dict) -> None:
+        target = report
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return change
+
+
+def _drop(path: tuple):
+    def change(report: dict) -> None:
+        target = report
+        for part in path[:-1]:
+            target = target[part]
+        del target[path[-1]]
+    return change
+
+
+MALFORMED = {
+    "bound_ratio a word": (_set(("results", 0, "bound_ratio"), "big"), "results[0].bound_ratio: must be a valid number"),
+    "bound_ratio a numeric string": (_set(("results", 0, "bound_ratio"), "1.5"), "results[0].bound_ratio"),
+    "config_id a list": (_set(("results", 0, "config_id"), ["a", "b"]), "results[0].config_id: must be a string"),
+    "label a number": (_set(("results", 1, "label"), 7), "results[1].label: must be a string"),
+    "backend null": (_set(("results", 0, "backend"), None), "results[0].backend"),
+    "verdict missing": (_drop(("results", 0, "verdict")), "results[0].verdict: is required"),
+    "config_id missing": (_drop(("results", 2, "config_id")), "results[2].config_id: is required"),
+    "verdict unknown": (_set(("results", 0, "verdict"), "fine"), "unknown verdict 'fine'"),
+    "expect unknown": (_set(("results", 0, "expect"), "maybe"), "results[0].expect"),
+    "max_ulp_err a string": (_set(("results", 0, "max_ulp_err"), "7"), "results[0].max_ulp_err"),
+    "latency a list": (_set(("results", 0, "latency_median_ms"), [1.0]), "results[0].latency_median_ms"),
+    "spec a string": (_set(("results", 0, "spec"), "2d"), "results[0].spec: must be a mapping"),
+    "shape of strings": (_set(("results", 0, "actual_shape"), ["1", "2"]), "results[0].actual_shape[0]"),
+    "known_divergence a mapping": (_set(("results", 0, "known_divergence"), {"id": "x"}), "results[0].known_divergence"),
+    "a record a list": (_set(("results", 0), ["x"]), "results[0]: must be a mapping"),
+    "a record a number": (_set(("results", 3), 5), "results[3]: must be a mapping"),
+    "run a list": (_set(("run",), [1]), "run: must be a mapping"),
+    "run complete a string": (_set(("run", "complete"), "yes"), "run.complete"),
+    "run id a boolean": (_set(("run", "run_id"), True), "run.run_id"),
+    "run shard a string": (_set(("run", "shard"), "1/3"), "run.shard"),
+    "run environment a list": (_set(("run", "environment"), ["cpu"]), "run.environment"),
+    "every record wrong": (lambda r: [x.__setitem__("bound_ratio", "big") for x in r["results"]], "; and "),
+    "a record twice": (lambda r: r["results"].append(r["results"][0]), "is a second record of"),
+    "results a mapping": (_set(("results",), {"a": 1}), "not a deploykit JSON report"),
+    "the report a list": (lambda r: None, "not a deploykit JSON report"),
+}
+
+
+@pytest.fixture(scope="module")
+def json_report(results_db, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("json")
+    assert main(["conformance", "report", "--db", str(results_db), "--format", "json", "-o", str(folder / "r.json")]) == 0
+    return json.loads((folder / "r.json").read_text())
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+@pytest.mark.parametrize("side", ["--baseline", "--db"])
+def test_a_malformed_json_report_is_a_usage_error_never_a_regression(capsys, results_db, json_report, tmp_path, name, side):
+    change, message = MALFORMED[name]
+    report = json.loads(json.dumps(json_report))
+    change(report)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([report] if name == "the report a list" else report))
+    other = {"--baseline": "--db", "--db": "--baseline"}[side]
+    code, _, err = cli(capsys, "conformance", "compare", side, str(bad), other, str(results_db))
+    one_line_error(code, err, str(bad), message)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"results": ' + "[" * 5000 + "]" * 5000 + "}", "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")])
+def test_json_that_is_no_report_at_all_is_one_line(capsys, results_db, tmp_path, text):
+    bad = tmp_path / "bad.json"
+    bad.write_text(text, encoding="latin-1")
+    code, _, err = cli(capsys, "conformance", "compare", "--baseline", str(bad), "--db", str(results_db))
+    one_line_error(code, err, str(bad))
+
+
+def test_a_well_formed_json_report_still_compares(capsys, results_db, json_report, tmp_path):
+    (tmp_path / "good.json").write_text(json.dumps(json_report))
+    code, out, err = cli(capsys, "conformance", "compare", "--baseline", str(tmp_path / "good.json"), "--db", str(results_db))
+    assert code == 0, err
