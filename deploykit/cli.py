@@ -560,21 +560,24 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
 @click.option("--backend", required=True, help="the backend whose result to reproduce")
 @click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="folder to write (created)")
-def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path) -> None:
+@click.option("--max-memory", default=None, help="memory budget for the config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
+def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path, max_memory: str | None) -> None:
     """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
     from deploykit import backends as registry
     from deploykit.repro import install_line, write_bundle
+    from deploykit.resources import parse_size
 
     check_paths(databases={"--db": db}, output_folders={"-o": output})
     registry.get(backend)
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output} is a file; give a folder")
-    bundle = write_bundle(db, config, backend, output, run_id)
+    budget = parse_size(max_memory) if max_memory is not None else None
+    bundle = write_bundle(db, config, backend, output, run_id, budget)
     spec_label = bundle.result.label
     _say(f"wrote {', '.join(bundle.files)} to {output} ({bundle.result.verdict} of {backend} on {spec_label})")
     from deploykit.spec import ConvTransposeSpec
 
-    spec = ConvTransposeSpec.from_dict(bundle.result.spec)
+    spec = ConvTransposeSpec.from_dict(bundle.result.spec)  # read already: write_bundle checked it
     _say(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}")
 
 

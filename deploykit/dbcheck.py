@@ -109,3 +109,15 @@ def checked_text(values: dict[str, Any], names: tuple[str, ...], path: Path, whe
     for name in names:
         if not isinstance(values.get(name), str):
             raise damaged(path, f"{where} has {name} = {values.get(name)!r}, not text")
+
+
+def stored_spec(result: Any) -> Any:
+    """The config a stored result (`deploykit.result.Result`) was run on; one that no deploykit
+    could have written (a hand edit, damage) is named in one line, not a traceback where it is used."""
+    from deploykit.spec import ConvTransposeSpec, SpecError
+
+    try:
+        return ConvTransposeSpec.from_dict(result.spec)
+    except (SpecError, TypeError, ValueError, ArithmeticError) as error:
+        raise UsageError(f"the stored result of {result.backend} on {result.label} holds a config deploykit cannot read"
+                         f" ({error}); is the results database damaged?") from None

@@ -490,3 +490,45 @@ def test_a_well_formed_json_report_still_compares(capsys, results_db, json_repor
     (tmp_path / "good.json").write_text(json.dumps(json_report))
     code, out, err = cli(capsys, "conformance", "compare", "--baseline", str(tmp_path / "good.json"), "--db", str(results_db))
     assert code == 0, err
+
+
+# ----- repro's memory budget; stored configs no deploykit wrote --------------------------------
+def _stored_result(db: Path, spec, backend: str = "ort-cpu", verdict: str = "rejected") -> None:
+    from deploykit.result import Result
+
+    store = Store(db)
+    run_id = store.start_run("test", {}, {"cpu": "test cpu"}, 1)
+    store.add(run_id, Result.for_spec(spec, backend, verdict=verdict, reason="refused"))
+    store.finish_run(run_id)
+    store.close()
+
+
+@pytest.mark.parametrize("shape, option, message", [
+    ((1, 4, 64, 64), ["--max-memory", "1M"], "over the 1 MiB budget"),
+    ((1, 1, 100_000, 100_000), [], "needs about"),  # the default budget: at most 4 GiB
+])
+def test_repro_refuses_a_config_over_its_memory_budget_before_any_work(capsys, tmp_path, shape, option, message):
+    from deploykit.spec import ConvTransposeSpec
+
+    spec = ConvTransposeSpec(shape, 2, (3, 3))
+    _stored_result(tmp_path / "r.db", spec)
+    code, _, err = cli(capsys, "repro", "--db", str(tmp_path / "r.db"), "--config", spec.id, "--backend", "ort-cpu",
+                       "-o", str(tmp_path / "bundle"), *option)
+    one_line_error(code, err, message, "--max-memory")
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("spec", [{"input_shape": [1, 2, 3, 3]}, {"nonsense": 1}, {"input_shape": "x", "out_channels": 1, "kernel_shape": 1}])
+@pytest.mark.parametrize("command", ["repro", "report"])
+def test_a_stored_config_no_deploykit_wrote_is_one_line(capsys, tmp_path, spec, command):
+    from deploykit.spec import ConvTransposeSpec
+
+    good = ConvTransposeSpec((1, 2, 3, 3), 2, (2, 2), output_shape=(9, 9))
+    _stored_result(tmp_path / "r.db", good, verdict="shape-mismatch")
+    with sqlite3.connect(tmp_path / "r.db") as connection:  # a shape disagreement makes the report read the config
+        connection.execute("UPDATE results SET spec = ?, onnx_inferred_shape = '[1, 2, 4, 4]'", (json.dumps(spec),))
+    connection.close()
+    args = (["repro", "--config", good.id, "--backend", "ort-cpu", "-o", str(tmp_path / "bundle")] if command == "repro"
+            else ["conformance", "report"])
+    code, _, err = cli(capsys, *args, "--db", str(tmp_path / "r.db"))
+    one_line_error(code, err, "holds a config deploykit cannot read")
