@@ -43,7 +43,7 @@ from deploykit.spec import ConvTransposeSpec, SpecError
 from deploykit.store import Run, Store
 
 #: what `generate` adds to a spec in deploykit.json (derived, so left out when the spec is read)
-_DERIVED_KEYS = ("id", "label", "expected_shape", "onnx_inferred_shape", "violations")
+_DERIVED_KEYS = ("id", "label", "expected_shape", "onnx_inferred_shape", "violations", "onnx_check")
 
 
 @dataclass

@@ -532,3 +532,37 @@ def test_a_stored_config_no_deploykit_wrote_is_one_line(capsys, tmp_path, spec, 
             else ["conformance", "report"])
     code, _, err = cli(capsys, *args, "--db", str(tmp_path / "r.db"))
     one_line_error(code, err, "holds a config deploykit cannot read")
+
+
+# ----- generate: configs ONNX's own full check rejects ------------------------------------------
+#: output_shape below the input's spatial size: onnx 1.23's strict shape inference infers rank 2 for the output
+UNCHECKABLE = [
+    "{name: same-upper-1d, input_shape: [1, 1, 5], out_channels: 1, kernel_shape: 3, strides: 2, auto_pad: SAME_UPPER, output_shape: [3]}",
+    "{name: same-lower-2d, input_shape: [1, 2, 5, 5], out_channels: 2, kernel_shape: 3, strides: 2, auto_pad: SAME_LOWER,"
+    " output_shape: [1, 1]}",
+    "{name: notset-2d, input_shape: [1, 1, 5, 5], out_channels: 2, kernel_shape: 1, output_shape: [3, 3]}",
+]
+
+
+@pytest.mark.parametrize("config", UNCHECKABLE)
+def test_generate_writes_a_case_onnx_check_rejects_and_says_so(capsys, tmp_path, config):
+    from deploykit.onnxgen import build_case, check_problem
+    from deploykit.spec import ConvTransposeSpec
+
+    import yaml
+
+    spec = ConvTransposeSpec.from_dict({k: v for k, v in yaml.safe_load(config).items() if k != "name"})
+    if check_problem(build_case(spec).model) is None:
+        pytest.skip("this onnx's full check accepts the config (its shape inference was fixed)")
+    (tmp_path / "m.yaml").write_text(f"cases:\n  - {config}\n  - {LAYER}\n")
+    code, out, err = cli(capsys, "generate", "--matrix", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "tree"))
+    assert code == 0 and "Traceback" not in err, err
+    assert "wrote 2 test case(s)" in out
+    assert len(err.splitlines()) == 1 and "ONNX's own full check" in err and "rejects 1 case(s)" in err, err
+    written = [json.loads(path.read_text()) for path in (tmp_path / "tree").glob("*/deploykit.json")]
+    checks = {meta["id"]: meta["onnx_check"] for meta in written}
+    assert "ShapeInferenceError" in checks.pop(spec.id) and list(checks.values()) == [None]
+    for data in (tmp_path / "tree").glob("*/test_data_set_0"):  # the tree is judged like any other
+        shutil.copy(data / "output_0.pb", data / "actual_0.pb")
+    code, out, err = cli(capsys, "conformance", "judge", str(tmp_path / "tree"), "--as", "reference", "--db", str(tmp_path / "j.db"))
+    assert code == 0, err
