@@ -26,7 +26,7 @@ from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
 from deploykit.metrics import Tolerance
-from deploykit.parameters import same
+from deploykit.parameters import as_option, flag, same
 from deploykit.report.escape import one_line
 from deploykit.store import Run, Store
 
@@ -115,14 +115,9 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
     for name in RESUME_FIXED:
         if name in request.explicit and not same(name, given[name], stored.get(name)):
             raise UsageError(
-                f"--resume finishes the run as it started, with {_as_started(name, stored.get(name))}, not"
-                f" {given[name]!r}; drop --{name}, or drop --resume to start a new run"
+                f"--resume finishes the run as it started, with {as_option(name, stored.get(name))}, not"
+                f" {as_option(name, given[name])}; drop {flag(name)}, or drop --resume to start a new run"
             )
-
-
-def _as_started(name: str, value) -> str:
-    """The option as the run was started: a run started without it says so, not `--dtypes None`."""
-    return f"no --{name} (the default)" if value is None else f"--{name} {value!r}"
 
 
 def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:

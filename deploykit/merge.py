@@ -28,7 +28,7 @@ from typing import Iterator
 
 from deploykit.conformance import MAX_SHARDS
 from deploykit.errors import RunAborted, UsageError
-from deploykit.parameters import same
+from deploykit.parameters import as_option, same
 from deploykit.store import Run, Store
 
 #: Run parameters every shard must share (jobs, threads and timeout may differ per CI machine).
@@ -74,8 +74,10 @@ def _check_same(shards: list[Shard]) -> tuple[int, list[int]]:
     for shard in shards[1:]:
         for name in SAME:
             if not same(name, shard.run.parameters.get(name), first.run.parameters.get(name)):
+                left, right = shard.run.parameters.get(name), first.run.parameters.get(name)
+                shown = (left, right) if name == "matrix_hash" else (as_option(name, left), as_option(name, right))
                 raise UsageError(f"{shard.path} and {first.path} are not shards of one run: their {name} differ"
-                                 f" ({shard.run.parameters.get(name)!r} vs {first.run.parameters.get(name)!r})")
+                                 f" ({shown[0]} vs {shown[1]})")
         if shard.run.known_divergences != first.run.known_divergences:
             raise UsageError(f"{shard.path} and {first.path} were judged with different known-divergence tables")
     splits = [_split(s) for s in shards]

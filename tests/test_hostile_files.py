@@ -566,3 +566,50 @@ def test_generate_writes_a_case_onnx_check_rejects_and_says_so(capsys, tmp_path,
         shutil.copy(data / "output_0.pb", data / "actual_0.pb")
     code, out, err = cli(capsys, "conformance", "judge", str(tmp_path / "tree"), "--as", "reference", "--db", str(tmp_path / "j.db"))
     assert code == 0, err
+
+
+# ----- resume messages speak in options, not Python reprs --------------------------------------
+def _unfinished(db: Path, parameters: dict | None = None) -> None:
+    """Mark the database's last run unfinished and not live (as a run killed on another host)."""
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE runs SET status = 'running', finished_at = NULL, owner = NULL")
+        for key, value in (parameters or {}).items():
+            connection.execute("UPDATE runs SET parameters = json_set(parameters, ?, json(?))", (f"$.{key}", json.dumps(value)))
+    connection.close()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--backends", "ort-cpu,torch-cpu"], "with --backends reference, not --backends ort-cpu,torch-cpu"),
+    (["--dtypes", "float16"], "with no --dtypes (the default), not --dtypes float16; drop --dtypes"),
+    (["--shard", "1/2"], "with --shard 1/1, not --shard 1/2"),
+    (["--atol", "0.5"], "with --atol 0.1 --rtol 0, not --atol 0.5 --rtol 0; drop --atol/--rtol"),
+    (["--latency", "--iterations", "3"], "with no --latency and its timing options (the default), not --latency --warmup-ms"),
+    (["--precisions", "fp16"], "with --precisions fp32, not --precisions fp16"),
+])
+def test_run_resume_messages_name_options_as_typed(capsys, tmp_path, args, expected):
+    (tmp_path / "m.yaml").write_text(f"cases:\n  - {LAYER}\n")
+    db = str(tmp_path / "r.db")
+    code, _, err = cli(capsys, "conformance", "run", "--matrix", str(tmp_path / "m.yaml"), "--backends", "reference",
+                       "--shard", "1/1", "--db", db)
+    assert code == 0, err
+    _unfinished(tmp_path / "r.db", {"tolerance": {"atol": 0.1, "rtol": 0.0}})
+    code, _, err = cli(capsys, "conformance", "run", "--resume", "--db", db, *args)
+    line = one_line_error(code, err, expected)
+    assert not any(mark in line for mark in ("[", "]", "None", "{", "(1, ")), line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--seed", "3"], "with --seed 0, not --seed 3; drop --seed"),
+    (["--dtypes", "float16"], "with --dtypes float32, not --dtypes float16"),
+    (["--backends", "ort-cpu"], "with --backends reference, not --backends ort-cpu"),
+    (["--budget", "5"], "with --budget"),
+])
+def test_fuzz_resume_messages_name_options_as_typed(capsys, tmp_path, args, expected):
+    db = str(tmp_path / "f.db")
+    code, _, err = cli(capsys, "conformance", "fuzz", "--backends", "reference", "--dtypes", "float32", "--max-examples", "1",
+                       "--db", db)
+    assert code in (0, 1), err
+    _unfinished(tmp_path / "f.db", {"budget": 12.5} if "--budget" in args else None)
+    code, _, err = cli(capsys, "conformance", "fuzz", "--resume", "--db", db, *args)
+    line = one_line_error(code, err, expected)
+    assert not any(mark in line for mark in ("[", "]", "None", "{")), line

@@ -33,7 +33,7 @@ from deploykit.errors import RunAborted, UsageError
 from deploykit.fuzz.classes import ClassKey, FailureClass, class_of, group
 from deploykit.fuzz.strategies import specs
 from deploykit.harness import Task, WorkerOptions, WorkerPool
-from deploykit.parameters import same
+from deploykit.parameters import as_option, flag, same
 from deploykit.result import Result
 from deploykit.spec import DTYPES, ConvTransposeSpec
 from deploykit.store import Run, Store
@@ -235,8 +235,8 @@ def _resumed(request: FuzzRequest) -> tuple[Store, Run, FuzzRequest]:
         given = vars(request)
         for name in FUZZ_FIXED:
             if name in request.explicit and not same(name, given[name], run.parameters.get(name)):  # order is no difference
-                raise UsageError(f"--resume finishes the fuzz run as it started, with --{name.replace('_', '-')}"
-                                 f" {run.parameters.get(name)!r}; drop --{name.replace('_', '-')}, or drop --resume")
+                raise UsageError(f"--resume finishes the fuzz run as it started, with {as_option(name, run.parameters.get(name))},"
+                                 f" not {as_option(name, given[name])}; drop {flag(name)}, or drop --resume")
         store.take_over(run.run_id, liveness.current_owner())
     except BaseException:
         store.close()
