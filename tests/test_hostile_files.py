@@ -613,3 +613,41 @@ def test_fuzz_resume_messages_name_options_as_typed(capsys, tmp_path, args, expe
     code, _, err = cli(capsys, "conformance", "fuzz", "--resume", "--db", db, *args)
     line = one_line_error(code, err, expected)
     assert not any(mark in line for mark in ("[", "]", "None", "{")), line
+
+
+# ----- long runtime messages ---------------------------------------------------------------------
+#: a refusal whose explanation comes last, as ONNX Runtime's and OpenVINO's do
+LONG_REFUSAL = ("while running node ConvTranspose_0 in graph main: " + "frame " * 60
+                + "; the explanation: output_padding (3) may be too large for stride (2)")
+
+
+def test_a_long_runtime_message_is_kept_whole_and_cut_only_in_the_terminal_table(capsys, tmp_path):
+    from deploykit.backends.base import Availability, Backend, CallableRunner
+    from deploykit.execute import run_backend
+    from deploykit.backends.base import BuildConfig
+    from deploykit.onnxgen import build_case
+    from deploykit.result import Result
+    from deploykit.spec import ConvTransposeSpec
+
+    class Verbose(Backend):
+        name = "verbose"
+
+        def load(self, case, config):
+            def refuse(feeds):
+                raise RuntimeError(LONG_REFUSAL)
+            return CallableRunner(refuse)
+
+    spec = ConvTransposeSpec((1, 2, 3, 3), 2, (2, 2))
+    outcome = run_backend(Verbose(), Availability(True, "1"), build_case(spec), BuildConfig())
+    assert outcome.status == "rejected" and outcome.reason == " ".join(LONG_REFUSAL.split())
+    db = tmp_path / "r.db"
+    store = Store(db)
+    run_id = store.start_run("test", {}, {}, 1)
+    store.add(run_id, Result.for_spec(spec, "ort-cpu", "rejected", outcome.reason))
+    store.finish_run(run_id)
+    store.close()
+    code, out, err = cli(capsys, "conformance", "report", "--db", str(db), "--format", "json")
+    assert code == 0 and json.loads(out)["results"][0]["reason"].endswith("may be too large for stride (2)")
+    code, out, err = cli(capsys, "conformance", "report", "--db", str(db))
+    table = " ".join(out.replace("│", " ").split())
+    assert "characters: `conformance report --format json` shows them all" in table and "the explanation" not in table
