@@ -100,8 +100,8 @@ def _split(shard: Shard) -> tuple[int, int]:
     valid = (isinstance(split, list) and len(split) == 2 and all(type(n) is int for n in split)
              and 1 <= split[0] <= split[1] <= MAX_SHARDS)
     if not valid:
-        raise UsageError(f"{shard.path} records shard {split!r}, which `--shard K/N` never writes (1 <= K <= N <= {MAX_SHARDS:,});"
-                         " is the database damaged?")
+        raise UsageError(f"{shard.path} records shard {split!r}, which `--shard K/N` never writes"
+                         f" (1 <= K <= N <= {MAX_SHARDS:,}); is the database damaged?")
     return split[0], split[1]
 
 

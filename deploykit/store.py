@@ -374,5 +374,6 @@ class Store:
         checked_text(row, ("config_id", "label", "backend", "dtype", "verdict", "expect", "precision"), self.path, where)
         for name in _JSON_FIELDS:
             if row[name] is not None:
-                row[name] = decoded(row[name], self.path, f"{where}'s {name}", dict if name == "spec" else (list, dbcheck.NoneType))
+                kind = dict if name == "spec" else (list, dbcheck.NoneType)
+                row[name] = decoded(row[name], self.path, f"{where}'s {name}", kind)
         return Result(**row)

@@ -139,7 +139,8 @@ def test_every_command_names_a_damaged_page_in_one_line_and_writes_nothing(capsy
     assert not (tmp_path / "merged.db").exists() and not (tmp_path / "bundle").exists()
 
 
-@pytest.mark.parametrize("how, command", [(how, "report") for how in DAMAGE] + [(how, "run") for how in DAMAGE if how != "junk results"])
+@pytest.mark.parametrize("how, command", [(how, "report") for how in DAMAGE]
+                         + [(how, "run") for how in DAMAGE if how != "junk results"])
 def test_every_kind_of_damage_is_one_line(capsys, results_db, tmp_path, how, command):
     """A writer checks every page and every run's row: a new run in a file with junk results
     rows of an old run is allowed (their report is refused, the new run's reads fine)."""
@@ -233,8 +234,9 @@ def _old_database(path: Path, version: int, precision: str | None) -> dict:
         connection.execute("INSERT INTO runs (started_at, finished_at, status, matrix, parameters, environment, planned)"
                            " VALUES (1.0, 2.0, 'complete', 'old', ?, '{\"cpu\": \"old cpu\"}', 1)", (json.dumps(parameters),))
         row = [json.dumps(values[c]) if c in _JSON_COLUMNS else values[c] for c in columns]
-        connection.execute(f"INSERT INTO results (run_id, {', '.join(columns)}, recorded_at) VALUES (1, {', '.join('?' * len(columns))}, 3.0)",
-                           row)
+        placeholders = ", ".join("?" * len(columns))
+        names = ", ".join(columns)
+        connection.execute(f"INSERT INTO results (run_id, {names}, recorded_at) VALUES (1, {placeholders}, 3.0)", row)
     connection.close()
     return {c: values[c] for c in columns}
 
@@ -252,7 +254,8 @@ def test_a_database_from_before_schema_3_reads_every_column_right(tmp_path, vers
     store.close()
     read = result.as_dict()
     assert {c: read[c] for c in written} == written
-    assert result.precision == (precision or "fp32") and result.backend_label == ("ort-cpu" if precision in (None, "fp32") else f"ort-cpu ({precision})")
+    assert result.precision == (precision or "fp32")
+    assert result.backend_label == ("ort-cpu" if precision in (None, "fp32") else f"ort-cpu ({precision})")
     assert all(read[c] is None for c in read if c not in written and c != "precision")
 
 
@@ -478,7 +481,8 @@ def test_a_malformed_json_report_is_a_usage_error_never_a_regression(capsys, res
     one_line_error(code, err, str(bad), message)
 
 
-@pytest.mark.parametrize("text", ["[" * 100_000, '{"results": ' + "[" * 5000 + "]" * 5000 + "}", "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")])
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"results": ' + "[" * 5000 + "]" * 5000 + "}",
+                                  "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")])
 def test_json_that_is_no_report_at_all_is_one_line(capsys, results_db, tmp_path, text):
     bad = tmp_path / "bad.json"
     bad.write_text(text, encoding="latin-1")
@@ -518,7 +522,8 @@ def test_repro_refuses_a_config_over_its_memory_budget_before_any_work(capsys, t
     assert not (tmp_path / "bundle").exists()
 
 
-@pytest.mark.parametrize("spec", [{"input_shape": [1, 2, 3, 3]}, {"nonsense": 1}, {"input_shape": "x", "out_channels": 1, "kernel_shape": 1}])
+@pytest.mark.parametrize("spec", [{"input_shape": [1, 2, 3, 3]}, {"nonsense": 1},
+                                  {"input_shape": "x", "out_channels": 1, "kernel_shape": 1}])
 @pytest.mark.parametrize("command", ["repro", "report"])
 def test_a_stored_config_no_deploykit_wrote_is_one_line(capsys, tmp_path, spec, command):
     from deploykit.spec import ConvTransposeSpec
@@ -537,7 +542,8 @@ def test_a_stored_config_no_deploykit_wrote_is_one_line(capsys, tmp_path, spec, 
 # ----- generate: configs ONNX's own full check rejects ------------------------------------------
 #: output_shape below the input's spatial size: onnx 1.23's strict shape inference infers rank 2 for the output
 UNCHECKABLE = [
-    "{name: same-upper-1d, input_shape: [1, 1, 5], out_channels: 1, kernel_shape: 3, strides: 2, auto_pad: SAME_UPPER, output_shape: [3]}",
+    "{name: same-upper-1d, input_shape: [1, 1, 5], out_channels: 1, kernel_shape: 3, strides: 2, auto_pad: SAME_UPPER,"
+    " output_shape: [3]}",
     "{name: same-lower-2d, input_shape: [1, 2, 5, 5], out_channels: 2, kernel_shape: 3, strides: 2, auto_pad: SAME_LOWER,"
     " output_shape: [1, 1]}",
     "{name: notset-2d, input_shape: [1, 1, 5, 5], out_channels: 2, kernel_shape: 1, output_shape: [3, 3]}",
@@ -564,7 +570,8 @@ def test_generate_writes_a_case_onnx_check_rejects_and_says_so(capsys, tmp_path,
     assert "ShapeInferenceError" in checks.pop(spec.id) and list(checks.values()) == [None]
     for data in (tmp_path / "tree").glob("*/test_data_set_0"):  # the tree is judged like any other
         shutil.copy(data / "output_0.pb", data / "actual_0.pb")
-    code, out, err = cli(capsys, "conformance", "judge", str(tmp_path / "tree"), "--as", "reference", "--db", str(tmp_path / "j.db"))
+    code, out, err = cli(capsys, "conformance", "judge", str(tmp_path / "tree"), "--as", "reference",
+                         "--db", str(tmp_path / "j.db"))
     assert code == 0, err
 
 

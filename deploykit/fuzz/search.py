@@ -235,8 +235,9 @@ def _resumed(request: FuzzRequest) -> tuple[Store, Run, FuzzRequest]:
         given = vars(request)
         for name in FUZZ_FIXED:
             if name in request.explicit and not same(name, given[name], run.parameters.get(name)):  # order is no difference
-                raise UsageError(f"--resume finishes the fuzz run as it started, with {as_option(name, run.parameters.get(name))},"
-                                 f" not {as_option(name, given[name])}; drop {flag(name)}, or drop --resume")
+                started = as_option(name, run.parameters.get(name))
+                raise UsageError(f"--resume finishes the fuzz run as it started, with {started}, not"
+                                 f" {as_option(name, given[name])}; drop {flag(name)}, or drop --resume")
         store.take_over(run.run_id, liveness.current_owner())
     except BaseException:
         store.close()
