@@ -658,3 +658,20 @@ def test_a_long_runtime_message_is_kept_whole_and_cut_only_in_the_terminal_table
     code, out, err = cli(capsys, "conformance", "report", "--db", str(db))
     table = " ".join(out.replace("│", " ").split())
     assert "characters: `conformance report --format json` shows them all" in table and "the explanation" not in table
+
+
+# ----- the size of the known-divergence table a run stores ---------------------------------------
+def test_a_table_over_the_limit_is_refused_before_a_run_stores_it(tmp_path):
+    """A run stores the table it was judged with: the table is at most 1 MiB (the YAML limit), so
+    no run copies a huge one; a table just over is one line before any work, and no database."""
+    entry = ("- id: entry-{i}\n  backends: [ort-cpu]\n  hazard: output_padding_ge_stride\n  verdicts: [rejected]\n"
+             "  reason: a runtime refuses output_padding at or above the stride, said here at some length\n"
+             "  upstream: https://example.org/issues/{i}\n")
+    table = "".join(entry.format(i=i) for i in range(6000))
+    assert len(table) > 1 << 20
+    (tmp_path / "known_divergences.yaml").write_text(table)
+    shutil.copytree(Path(__file__).parents[1] / "conformance" / "matrices", tmp_path / "matrices")
+    proc = deploykit("conformance", "run", "--matrix", "smoke", "--backends", "reference", "--db", "r.db", cwd=tmp_path,
+                     env={"DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path)})
+    one_line_error(proc.returncode, proc.stderr, "known-divergence table", "larger than 1 MiB")
+    assert not (tmp_path / "r.db").exists()
