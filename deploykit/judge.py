@@ -100,7 +100,7 @@ def _case_spec(path: Path) -> ConvTransposeSpec:
     try:
         meta = json.loads(path.read_text())
         spec = ConvTransposeSpec.from_dict({k: v for k, v in meta.items() if k not in _DERIVED_KEYS})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError, SpecError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError, TypeError, SpecError) as error:
         raise UsageError(f"{path}: not a deploykit.json written by `deploykit generate` ({error})") from None
     if spec.id != meta.get("id"):
         raise UsageError(f"{path}: its config has id {spec.id}, not the {meta.get('id')!r} written beside it;"

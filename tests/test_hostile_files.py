@@ -675,3 +675,29 @@ def test_a_table_over_the_limit_is_refused_before_a_run_stores_it(tmp_path):
                      env={"DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path)})
     one_line_error(proc.returncode, proc.stderr, "known-divergence table", "larger than 1 MiB")
     assert not (tmp_path / "r.db").exists()
+
+
+# ----- answers and case files conformance judge reads --------------------------------------------
+def _npy_header_only(path: Path, shape: tuple) -> None:
+    """A .npy whose header declares `shape` but whose data is 64 bytes: a truncated or forged file."""
+    import struct
+
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    header = header + " " * (118 - len(header)) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 64)
+
+
+@pytest.mark.parametrize("name, write, message", [
+    ("actual_0.npy", lambda p: _npy_header_only(p, (10**8, 10**8)), "its header declares shape 100000000x100000000"),
+    ("actual_0.npy", lambda p: _npy_header_only(p, (1, 2, 3, 3)), "but it holds 64"),
+    ("actual.json", lambda p: p.write_text("[" * 100_000), "not trtexec's --exportOutput JSON"),
+    ("../deploykit.json", lambda p: p.write_text("[" * 100_000), "not a deploykit.json"),
+])
+def test_a_hostile_answer_or_case_file_is_one_line(capsys, inputs, tmp_path, name, write, message):
+    tree = Path(shutil.copytree(inputs / "tree", tmp_path / "tree"))
+    [data] = tree.glob("*/test_data_set_0")
+    (data / "actual_0.pb").unlink()
+    write(data / name)
+    code, _, err = cli(capsys, "conformance", "judge", str(tree), "--as", "reference", "--db", str(tmp_path / "j.db"))
+    one_line_error(code, err, message)
+    assert not (tmp_path / "j.db").exists()
