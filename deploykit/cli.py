@@ -381,8 +381,9 @@ def _sigterm_as_interrupt():
 @click.option("--rtol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--shard", default=None, help="K/N: judge shard K of N of the cases (the split `conformance run --shard` makes)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
+@click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 def conformance_judge(folder: Path, backend: str, precision: str, version: str | None, db: Path, atol: float | None,
-                      rtol: float | None, shard: str | None, json_path: Path | None) -> None:
+                      rtol: float | None, shard: str | None, json_path: Path | None, max_memory: str | None) -> None:
     """Judge outputs a runtime produced elsewhere (a `generate` tree with answer files); exit 1 on a new finding."""
     from deploykit.judge import JudgeRequest, judge
     from deploykit.metrics import Tolerance
@@ -394,7 +395,10 @@ def conformance_judge(folder: Path, backend: str, precision: str, version: str |
     if json_path:
         _check_writable_file(json_path, "--json")
     tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
-    outcome = judge(JudgeRequest(folder, backend, precision, version, db, tolerance, _shard(shard)))
+    from deploykit.resources import parse_size
+
+    budget = parse_size(max_memory) if max_memory is not None else None
+    outcome = judge(JudgeRequest(folder, backend, precision, version, db, tolerance, _shard(shard), budget))
     summary, known = _summarize(outcome.run, outcome.results)
     from deploykit.report import print_summary
 
@@ -603,6 +607,7 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="intra-op threads [default: all cores]")
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True, help="build precision (a backend that cannot honour it says so)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write statistics and environment here")
+@click.option("--max-memory", default=None, help="memory budget for the model or config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 def profile_command(
     model: Path | None,
     matrix: str | None,
@@ -618,6 +623,7 @@ def profile_command(
     threads: int | None,
     precision: str,
     json_path: Path | None,
+    max_memory: str | None,
 ) -> None:
     """Time MODEL.onnx (or one matrix config) on each backend with one method."""
     import os
@@ -626,6 +632,7 @@ def profile_command(
     from deploykit.onnxread import parse_shape
     from deploykit.backends import require_available
     from deploykit.profile import failing_rows, matrix_spec, profile, report, targets_for_model, targets_for_spec
+    from deploykit.resources import parse_size
     from deploykit.report import profile_table
 
     check_paths(inputs={"MODEL": model, "--matrix": matrix}, outputs={"--json": json_path})
@@ -635,6 +642,7 @@ def profile_command(
     if click.get_current_context().get_parameter_source("backends") != ParameterSource.DEFAULT:
         require_available(names, "--backends")
     batches = _int_list(batch, "--batch")
+    budget = parse_size(max_memory) if max_memory is not None else None
     if json_path:
         _check_writable_file(json_path, "--json")
     if (model is None) == (matrix is None):
@@ -645,10 +653,10 @@ def profile_command(
         if shapes:
             raise UsageError("--shape applies to MODEL.onnx, not to a matrix config")
         spec = matrix_spec(matrix, config)
-        targets, source = targets_for_spec(spec, batches), f"matrix {matrix}: {spec.label} ({spec.id})"
+        targets, source = targets_for_spec(spec, batches, budget), f"matrix {matrix}: {spec.label} ({spec.id})"
     else:
         overrides = dict(parse_shape(text) for text in shapes)
-        targets, source = targets_for_model(model, overrides, batches), str(model)
+        targets, source = targets_for_model(model, overrides, batches, budget), str(model)
     options = _timing_options(warmup_ms, iterations, duration, include_transfers, cuda_graph)
     rows = profile(targets, names, options, threads or os.cpu_count(), precision)
     if json_path:  # before the table: a rendering failure must not lose the measurements

@@ -28,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from deploykit import backends as registry
-from deploykit import divergences, environment, liveness
+from deploykit import divergences, environment, liveness, resources
 from deploykit.answers import Answer, answer_files, read_answer
 from deploykit.backends.base import Backend, BuildConfig
 from deploykit.conformance import matrix_hash, shard_of
@@ -56,6 +56,8 @@ class JudgeRequest:
     db: Path = Path("deploykit-results.db")
     tolerance: Tolerance | None = None
     shard: tuple[int, int] | None = None
+    #: per-config memory budget in bytes (the reference is computed here); None: resources.default_budget()
+    max_memory: int | None = None
 
 
 @dataclass
@@ -169,6 +171,7 @@ def judge(request: JudgeRequest) -> JudgeOutcome:
     table = divergences.load()
     every = read_tree(request.folder)
     cases = _chosen(every, request)
+    resources.check_budget([c.spec for c in cases if c.answer is not None], request.max_memory or resources.default_budget())
     executor = Executor(request.tolerance, known=table)
     answered: list[tuple[TreeCase, Outcome]] = []
     for tree_case in cases:

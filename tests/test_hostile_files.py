@@ -701,3 +701,33 @@ def test_a_hostile_answer_or_case_file_is_one_line(capsys, inputs, tmp_path, nam
     code, _, err = cli(capsys, "conformance", "judge", str(tree), "--as", "reference", "--db", str(tmp_path / "j.db"))
     one_line_error(code, err, message)
     assert not (tmp_path / "j.db").exists()
+
+
+# ----- every command that draws arrays from a user's file checks its memory budget first ------------
+def test_profile_refuses_a_model_declaring_huge_inputs_before_drawing_them(capsys, inputs, tmp_path):
+    import onnx
+
+    model = onnx.load(str(inputs / "layer.onnx"))
+    for dim, size in zip(model.graph.input[0].type.tensor_type.shape.dim, (1, 2, 100_000, 100_000)):
+        dim.dim_value = size
+    onnx.save(model, str(tmp_path / "huge.onnx"))
+    code, _, err = cli(capsys, "profile", str(tmp_path / "huge.onnx"), "--backends", "reference")
+    one_line_error(code, err, "1x2x100000x100000", "needs about", "over the", "--max-memory")
+    code, _, err = cli(capsys, "profile", "--matrix", "smoke", "--config", "1d-basic", "--backends", "reference",
+                       "--batch", "100000000000")
+    one_line_error(code, err, "1d-basic", "needs about", "--max-memory")
+
+
+def test_judge_refuses_a_case_over_the_memory_budget_before_drawing_it(capsys, inputs, tmp_path):
+    """A forged (or hand-edited) case whose config needs more than the budget: named, never drawn."""
+    from deploykit.spec import ConvTransposeSpec
+
+    tree = Path(shutil.copytree(inputs / "tree", tmp_path / "tree"))
+    [meta_path] = tree.glob("*/deploykit.json")
+    meta = json.loads(meta_path.read_text())
+    huge = ConvTransposeSpec((1, 2, 100_000, 100_000), meta["out_channels"], tuple(meta["kernel_shape"]))
+    meta.update(huge.to_dict(), id=huge.id)
+    meta_path.write_text(json.dumps(meta))
+    code, _, err = cli(capsys, "conformance", "judge", str(tree), "--as", "reference", "--db", str(tmp_path / "j.db"))
+    one_line_error(code, err, "needs about", "--max-memory")
+    assert not (tmp_path / "j.db").exists()
