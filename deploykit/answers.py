@@ -91,7 +91,31 @@ def _read_tensor_proto(path: Path, dtype: str, output_name: str) -> Answer:
     return Answer(path, output=_as_model_type(array, dtype, path))
 
 
+def _npy_size_problem(path: Path) -> str | None:
+    """Why a .npy file cannot hold the array its header declares (None: it can), read before the
+    array: a header promising 10^16 values would otherwise be an allocation, and "out of memory"."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in ((1, 0), (2, 0)):
+                return None  # a newer layout: np.load below reads it, or says why not
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, descr = read_header(handle)
+            data = path.stat().st_size - handle.tell()
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as error:
+        return f"not a NumPy .npy array ({error})"
+    if descr.hasobject:
+        return None  # np.load refuses it below, pickles not being allowed
+    expected = math.prod(shape) * descr.itemsize
+    if expected != data:
+        return f"its header declares shape {'x'.join(map(str, shape)) or 'scalar'} ({expected:,} bytes) but it holds {data:,}"
+    return None
+
+
 def _read_npy(path: Path, dtype: str, output_name: str) -> Answer:
+    problem = _npy_size_problem(path)
+    if problem:
+        raise UsageError(f"{path}: {problem}")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
@@ -145,8 +169,8 @@ def _trtexec_entry(path: Path, output_name: str) -> dict:
         text = path.read_text()
         parsed = json.loads(_NONFINITE_WORD.sub(_json_nonfinite, text), parse_float=Decimal, parse_int=Decimal,
                             parse_constant=Decimal)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UsageError(f"{path}: not trtexec's --exportOutput JSON ({error})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise UsageError(f"{path}: not trtexec's --exportOutput JSON ({error or type(error).__name__})") from None
     if not isinstance(parsed, list) or not all(isinstance(e, dict) for e in parsed):
         raise UsageError(f"{path}: not trtexec's --exportOutput JSON (a list of {{name, dimensions, values}})")
     found = [e for e in parsed if e.get("name") == output_name]

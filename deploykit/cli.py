@@ -128,7 +128,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
     """Write each config as model.onnx + test_data_set_0 (inputs and reference outputs)."""
     from deploykit import resources, trtexec
     from deploykit.matrix import load
-    from deploykit.onnxgen import build_case, check, write_backend_test_case
+    from deploykit.onnxgen import build_case, check_problem, write_backend_test_case
     from deploykit.reference import run_spec
 
     if precision is not None and not for_trtexec:
@@ -143,24 +143,31 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
     _check_writable_folder(out, "--out")
     if for_trtexec:
         trtexec.check_script_path(out)
-    scripted = []
+    scripted, unchecked = [], []
     for spec in loaded.specs:
         case = build_case(spec, dynamic_batch)
+        problem = None
         if spec.is_valid:
-            check(case.model)
+            problem = check_problem(case.model)  # ONNX's finding about itself: written down, the case kept
+            unchecked += [(spec.label, problem)] if problem else []
             expected = run_spec(spec, case.x, case.w, case.b)
         else:
             expected = None
         safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.label).strip("._") or "config"
         folder = f"test_deploykit_{safe_label}_{spec.id}"
         try:
-            write_backend_test_case(case, out / folder, expected)
+            write_backend_test_case(case, out / folder, expected, problem)
             if for_trtexec:
                 trtexec.write_inputs(case, out / folder / "test_data_set_0")
                 scripted.append((folder, case))
         except OSError as error:  # e.g. the disk filled up half-way
             raise UsageError(f"--out {out}: cannot write {error.filename or spec.label} ({error.strerror})") from None
     _say(f"wrote {len(loaded.specs)} test case(s) from matrix {loaded.name} to {out}")
+    if unchecked:
+        label, problem = unchecked[0]
+        _warn(f"ONNX's own full check (strict shape inference) rejects {len(unchecked)} case(s) the spec text allows,"
+              f" e.g. {label}: {problem}; they are written all the same, the checker's message in their deploykit.json"
+              " as onnx_check")
     if for_trtexec:
         script = trtexec.write_script(out, scripted, precision or "fp32")
         _say(f"wrote {script}: run it with `bash {script}` where trtexec is, then"
@@ -273,7 +280,19 @@ def conformance_run(
         f"run {outcome.run.run_id}: {summary.total} results, {summary.passed} pass, {summary.known} known divergences,"
         f" {summary.new_findings} new findings; stored in {db}"
     )
+    _refuse_if_nothing_tested(outcome.results, "choose --backends and --dtypes that run here")
     sys.exit(1 if summary.new_findings else 0)
+
+
+def _refuse_if_nothing_tested(results: list, hint: str) -> None:
+    """A run whose every result is `unsupported` or `unavailable` tested nothing: exit 2, so a CI job
+    that asked for it does not go green on it (its results are stored and reported all the same)."""
+    from deploykit.metrics import SKIPPED
+
+    if any(result.verdict not in SKIPPED for result in results):
+        return
+    example = next((f" (e.g. {r.backend} on {r.label}: {r.reason})" for r in results if r.reason), "")
+    raise UsageError(f"nothing was tested: all {len(results)} results are unsupported or unavailable{example}; {hint}")
 
 
 def _summarize(run, results: list):
@@ -320,12 +339,9 @@ def _timing_options(warmup_ms: float, iterations: int, duration: float, include_
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    index, sep, count = text.partition("/")
-    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise UsageError(f"--shard {text!r} must be K/N with 1 <= K <= N, e.g. 2/3")
-    return int(index), int(count)
+    from deploykit.conformance import parse_shard
+
+    return None if text is None else parse_shard(text)
 
 
 def _precisions(text: str) -> list[str]:
@@ -373,8 +389,9 @@ def _sigterm_as_interrupt():
 @click.option("--rtol", type=click.FloatRange(min=0), default=None, help="override the rounding-error bound with a fixed tolerance")
 @click.option("--shard", default=None, help="K/N: judge shard K of N of the cases (the split `conformance run --shard` makes)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="also write the JSON records here")
+@click.option("--max-memory", default=None, help="memory budget per config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 def conformance_judge(folder: Path, backend: str, precision: str, version: str | None, db: Path, atol: float | None,
-                      rtol: float | None, shard: str | None, json_path: Path | None) -> None:
+                      rtol: float | None, shard: str | None, json_path: Path | None, max_memory: str | None) -> None:
     """Judge outputs a runtime produced elsewhere (a `generate` tree with answer files); exit 1 on a new finding."""
     from deploykit.judge import JudgeRequest, judge
     from deploykit.metrics import Tolerance
@@ -386,7 +403,10 @@ def conformance_judge(folder: Path, backend: str, precision: str, version: str |
     if json_path:
         _check_writable_file(json_path, "--json")
     tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
-    outcome = judge(JudgeRequest(folder, backend, precision, version, db, tolerance, _shard(shard)))
+    from deploykit.resources import parse_size
+
+    budget = parse_size(max_memory) if max_memory is not None else None
+    outcome = judge(JudgeRequest(folder, backend, precision, version, db, tolerance, _shard(shard), budget))
     summary, known = _summarize(outcome.run, outcome.results)
     from deploykit.report import print_summary
 
@@ -551,6 +571,7 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
     configs = len({(r.config_id, r.expect) for r in outcome.results})
     _say(f"fuzz run {outcome.run.run_id}: {configs} configs, {len(outcome.results)} results,"
          f" {len(outcome.classes)} failure classes ({new} NEW); stored in {db}")
+    _refuse_if_nothing_tested(outcome.results, "choose --backends and --dtypes that run here")
     sys.exit(1 if new else 0)
 
 
@@ -560,21 +581,24 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
 @click.option("--backend", required=True, help="the backend whose result to reproduce")
 @click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="folder to write (created)")
-def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path) -> None:
+@click.option("--max-memory", default=None, help="memory budget for the config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
+def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path, max_memory: str | None) -> None:
     """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
     from deploykit import backends as registry
     from deploykit.repro import install_line, write_bundle
+    from deploykit.resources import parse_size
 
     check_paths(databases={"--db": db}, output_folders={"-o": output})
     registry.get(backend)
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output} is a file; give a folder")
-    bundle = write_bundle(db, config, backend, output, run_id)
+    budget = parse_size(max_memory) if max_memory is not None else None
+    bundle = write_bundle(db, config, backend, output, run_id, budget)
     spec_label = bundle.result.label
     _say(f"wrote {', '.join(bundle.files)} to {output} ({bundle.result.verdict} of {backend} on {spec_label})")
     from deploykit.spec import ConvTransposeSpec
 
-    spec = ConvTransposeSpec.from_dict(bundle.result.spec)
+    spec = ConvTransposeSpec.from_dict(bundle.result.spec)  # read already: write_bundle checked it
     _say(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}")
 
 
@@ -594,6 +618,7 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), default="fp32", show_default=True,
     help="build precision (a backend that cannot honour it says so)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="write statistics and environment here")
+@click.option("--max-memory", default=None, help="memory budget for the model or config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
 def profile_command(
     model: Path | None,
     matrix: str | None,
@@ -609,6 +634,7 @@ def profile_command(
     threads: int | None,
     precision: str,
     json_path: Path | None,
+    max_memory: str | None,
 ) -> None:
     """Time MODEL.onnx (or one matrix config) on each backend with one method."""
     import os
@@ -617,6 +643,7 @@ def profile_command(
     from deploykit.backends import require_available
     from deploykit.onnxread import parse_shape
     from deploykit.profile import failing_rows, matrix_spec, profile, report, targets_for_model, targets_for_spec
+    from deploykit.resources import parse_size
     from deploykit.report import profile_table
 
     check_paths(inputs={"MODEL": model, "--matrix": matrix}, outputs={"--json": json_path})
@@ -626,6 +653,7 @@ def profile_command(
     if click.get_current_context().get_parameter_source("backends") != ParameterSource.DEFAULT:
         require_available(names, "--backends")
     batches = _int_list(batch, "--batch")
+    budget = parse_size(max_memory) if max_memory is not None else None
     if json_path:
         _check_writable_file(json_path, "--json")
     if (model is None) == (matrix is None):
@@ -636,10 +664,10 @@ def profile_command(
         if shapes:
             raise UsageError("--shape applies to MODEL.onnx, not to a matrix config")
         spec = matrix_spec(matrix, config)
-        targets, source = targets_for_spec(spec, batches), f"matrix {matrix}: {spec.label} ({spec.id})"
+        targets, source = targets_for_spec(spec, batches, budget), f"matrix {matrix}: {spec.label} ({spec.id})"
     else:
         overrides = dict(parse_shape(text) for text in shapes)
-        targets, source = targets_for_model(model, overrides, batches), str(model)
+        targets, source = targets_for_model(model, overrides, batches, budget), str(model)
     options = _timing_options(warmup_ms, iterations, duration, include_transfers, cuda_graph)
     rows = profile(targets, names, options, threads or os.cpu_count(), precision)
     if json_path:  # before the table: a rendering failure must not lose the measurements

@@ -20,9 +20,8 @@ count as "missing", never as regressions, so a comparison of part of a run prove
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploykit.errors import UsageError
@@ -77,11 +76,6 @@ def key(result: Result) -> Key:
     return result.config_id, result.expect, result.backend, result.precision, result.dtype
 
 
-def _result(record: dict) -> Result:
-    names = {f.name for f in fields(Result)}
-    return Result(**{k: v for k, v in record.items() if k in names})
-
-
 def load_side(path: Path, run_id: int | None = None, run_option: str = "--run") -> Side:
     """A results database (its chosen or latest run) or a JSON report from `report --format json`.
 
@@ -114,17 +108,10 @@ def _side_from_db(path: Path, run_id: int | None) -> Side:
 
 
 def _side_from_json(path: Path) -> Side:
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UsageError(f"{path} is neither a results database nor a JSON report ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise UsageError(f"{path} is not a deploykit JSON report (write one with `conformance report --format json`)")
-    try:
-        results = [_result(record) for record in data["results"]]
-    except TypeError as error:
-        raise UsageError(f"{path}: a result record lacks a field ({error})") from None
-    return Side(str(path), data.get("run") or {}, {key(r): r for r in results})
+    from deploykit.baseline import read_report
+
+    run, results = read_report(path)  # checked against the report's schema: a malformed file is a usage error
+    return Side(str(path), run, {key(r): r for r in results})
 
 
 def _gap(role: str, side: Side, other: Side) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
 from deploykit.matrix import load as load_matrix
 from deploykit.metrics import Tolerance
-from deploykit.parameters import same
+from deploykit.parameters import as_option, flag, same
 from deploykit.report.escape import one_line
 from deploykit.result import Result
 from deploykit.store import Run, Store
@@ -32,6 +33,8 @@ from deploykit.store import Run, Store
 DEFAULT_TIMEOUT = 120.0
 #: Options a resumed run takes from the run itself; giving a different one is a usage error.
 RESUME_FIXED = ("matrix", "backends", "dtypes", "tolerance", "latency", "precisions", "shard")
+#: The most shards a run may be split into (CI runners, not tasks: no shard may be empty either).
+MAX_SHARDS = 10_000
 
 
 @dataclass
@@ -112,14 +115,9 @@ def _check_resume_options(request: RunRequest, stored: dict) -> None:
     for name in RESUME_FIXED:
         if name in request.explicit and not same(name, given[name], stored.get(name)):
             raise UsageError(
-                f"--resume finishes the run as it started, with {_as_started(name, stored.get(name))}, not"
-                f" {given[name]!r}; drop --{name}, or drop --resume to start a new run"
+                f"--resume finishes the run as it started, with {as_option(name, stored.get(name))}, not"
+                f" {as_option(name, given[name])}; drop {flag(name)}, or drop --resume to start a new run"
             )
-
-
-def _as_started(name: str, value) -> str:
-    """The option as the run was started: a run started without it says so, not `--dtypes None`."""
-    return f"no --{name} (the default)" if value is None else f"--{name} {value!r}"
 
 
 def _request_from_run(request: RunRequest, parameters: dict) -> RunRequest:
@@ -187,8 +185,29 @@ def shard_of(tasks: list[Task], index: int, count: int) -> list[Task]:
     each shard the same backends for every config when the backends divide the shard count, and a
     slow backend would make its shard the slowest.
     """
+    check_shard(index, count, len(tasks))
     ordered = sorted(tasks, key=lambda task: hashlib.sha256(repr(task.key).encode()).hexdigest())
     return [task for position, task in enumerate(ordered) if position % count == index - 1]
+
+
+def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
+    """`K/N` as (K, N): whole numbers, 1 <= K <= N <= MAX_SHARDS, checked before any work."""
+    found = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*([0-9]{1,6})\s*", text)  # ASCII digits: `int` refuses some others
+    if not found:
+        raise UsageError(f"{option} {text!r} must be K/N, two whole numbers with 1 <= K <= N <= {MAX_SHARDS:,}, e.g. 2/3")
+    index, count = int(found[1]), int(found[2])
+    if not 1 <= count <= MAX_SHARDS:
+        raise UsageError(f"{option} {text!r}: N must be from 1 to {MAX_SHARDS:,}, e.g. 2/3")
+    if not 1 <= index <= count:
+        raise UsageError(f"{option} {text!r}: K must be from 1 to N ({count}), e.g. 2/3")
+    return index, count
+
+
+def check_shard(index: int, count: int, tasks: int) -> None:
+    """A split into more shards than there are tasks would leave a shard with nothing to run."""
+    if count > tasks:
+        what = "is only 1 task" if tasks == 1 else f"are only {tasks} tasks"
+        raise UsageError(f"--shard '{index}/{count}': there {what} to split; N must be at most {tasks}")
 
 
 def _open_resumed(request: RunRequest) -> tuple[Store, RunRequest, Matrix, int, Run]:
@@ -219,6 +238,7 @@ def run(request: RunRequest, console: Console) -> RunOutcome:
         store, request, matrix, largest, previous = _open_resumed(request)
     else:
         matrix, largest = _load_checked(request)
+        _tasks(matrix, request.backends, request.precisions, request.shard)  # a shard beyond the tasks: before the database
         store = Store(request.db)
     try:
         jobs, note = resources.worker_count(request.jobs, largest)

@@ -35,14 +35,16 @@ from deploykit.timing import Stats, TimingOptions, measure, timed_ms
 _ONNXRUNTIME_NOISE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
 
-def one_line(error: BaseException, limit: int = 240) -> str:
-    """The informative part of an exception message, on one line."""
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """The informative part of an exception message, on one line, whole unless `limit` is given:
+    a runtime's explanation often comes last, so results keep all of it (only the terminal table
+    cuts a long reason, and says where the whole one is)."""
     text = str(error) or type(error).__name__
     if "Status Message: " in text:
         text = text.split("Status Message: ", 1)[1]
     text = _ONNXRUNTIME_NOISE.sub("", text)
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass

@@ -236,6 +236,8 @@ class WorkerPool:
 
         Any exception (RunAborted, an interrupt) leaves workers in an unknown state: the pool is
         closed then, and cannot be used again."""
+        if not self.workers:  # closed: with no worker to take them, the tasks would wait forever
+            raise RuntimeError("the worker pool is closed")
         self.pending, self.on_result = deque(tasks), on_result
         try:
             while self.pending or any(w.task for w in self.workers):

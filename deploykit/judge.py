@@ -28,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from deploykit import backends as registry
-from deploykit import divergences, environment, liveness
+from deploykit import divergences, environment, liveness, resources
 from deploykit.answers import Answer, answer_files, read_answer
 from deploykit.backends.base import Backend, BuildConfig
 from deploykit.conformance import matrix_hash, shard_of
@@ -43,7 +43,7 @@ from deploykit.spec import ConvTransposeSpec, SpecError
 from deploykit.store import Run, Store
 
 #: what `generate` adds to a spec in deploykit.json (derived, so left out when the spec is read)
-_DERIVED_KEYS = ("id", "label", "expected_shape", "onnx_inferred_shape", "violations")
+_DERIVED_KEYS = ("id", "label", "expected_shape", "onnx_inferred_shape", "violations", "onnx_check")
 
 
 @dataclass
@@ -56,6 +56,8 @@ class JudgeRequest:
     db: Path = Path("deploykit-results.db")
     tolerance: Tolerance | None = None
     shard: tuple[int, int] | None = None
+    #: per-config memory budget in bytes (the reference is computed here); None: resources.default_budget()
+    max_memory: int | None = None
 
 
 @dataclass
@@ -100,7 +102,7 @@ def _case_spec(path: Path) -> ConvTransposeSpec:
     try:
         meta = json.loads(path.read_text())
         spec = ConvTransposeSpec.from_dict({k: v for k, v in meta.items() if k not in _DERIVED_KEYS})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError, SpecError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError, TypeError, SpecError) as error:
         raise UsageError(f"{path}: not a deploykit.json written by `deploykit generate` ({error})") from None
     if spec.id != meta.get("id"):
         raise UsageError(f"{path}: its config has id {spec.id}, not the {meta.get('id')!r} written beside it;"
@@ -169,6 +171,7 @@ def judge(request: JudgeRequest) -> JudgeOutcome:
     table = divergences.load()
     every = read_tree(request.folder)
     cases = _chosen(every, request)
+    resources.check_budget([c.spec for c in cases if c.answer is not None], request.max_memory or resources.default_budget())
     executor = Executor(request.tolerance, known=table)
     answered: list[tuple[TreeCase, Outcome]] = []
     for tree_case in cases:

@@ -197,8 +197,11 @@ def lint(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None, back
                     report.recorded_findings = recorded_findings(report.verdicts, report.verdict_source, backends)
             reports.append(report)
     except sqlite3.DatabaseError as error:
+        from deploykit import dbcheck
         from deploykit.errors import UsageError
 
+        if dbcheck.is_damage(error):
+            raise dbcheck.damaged(db, error) from None
         raise UsageError(f"{db} is not a deploykit results database ({error})") from None
     finally:
         if store is not None:

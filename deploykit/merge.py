@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from deploykit.conformance import MAX_SHARDS
 from deploykit.errors import RunAborted, UsageError
-from deploykit.parameters import same
+from deploykit.parameters import as_option, same
 from deploykit.store import Run, Store
 
 #: Run parameters every shard must share (jobs, threads and timeout may differ per CI machine).
@@ -73,14 +74,13 @@ def _check_same(shards: list[Shard]) -> tuple[int, list[int]]:
     for shard in shards[1:]:
         for name in SAME:
             if not same(name, shard.run.parameters.get(name), first.run.parameters.get(name)):
+                left, right = shard.run.parameters.get(name), first.run.parameters.get(name)
+                shown = (left, right) if name == "matrix_hash" else (as_option(name, left), as_option(name, right))
                 raise UsageError(f"{shard.path} and {first.path} are not shards of one run: their {name} differ"
-                                 f" ({shard.run.parameters.get(name)!r} vs {first.run.parameters.get(name)!r})")
+                                 f" ({shown[0]} vs {shown[1]})")
         if shard.run.known_divergences != first.run.known_divergences:
             raise UsageError(f"{shard.path} and {first.path} were judged with different known-divergence tables")
-    splits = [tuple(s.run.parameters.get("shard") or ()) for s in shards]
-    if any(len(split) != 2 for split in splits):
-        unsharded = next(s.path for s, split in zip(shards, splits) if len(split) != 2)
-        raise UsageError(f"{unsharded} is not a shard (it was not run with --shard K/N)")
+    splits = [_split(s) for s in shards]
     counts = {count for _, count in splits}
     if len(counts) > 1:
         raise UsageError(f"the shards split the run differently: N = {', '.join(map(str, sorted(counts)))}")
@@ -89,6 +89,20 @@ def _check_same(shards: list[Shard]) -> tuple[int, list[int]]:
     if twice:
         raise UsageError(f"shard {twice[0]}/{counts.pop()} is given twice")
     return counts.pop(), indices
+
+
+def _split(shard: Shard) -> tuple[int, int]:
+    """The (K, N) a shard's run recorded: what `--shard K/N` accepts, or the shard is refused (a
+    value no deploykit writes, e.g. N = 10^20, would otherwise cost memory in counting the missing)."""
+    split = shard.run.parameters.get("shard")
+    if not split:
+        raise UsageError(f"{shard.path} is not a shard (it was not run with --shard K/N)")
+    valid = (isinstance(split, list) and len(split) == 2 and all(type(n) is int for n in split)
+             and 1 <= split[0] <= split[1] <= MAX_SHARDS)
+    if not valid:
+        raise UsageError(f"{shard.path} records shard {split!r}, which `--shard K/N` never writes"
+                         f" (1 <= K <= N <= {MAX_SHARDS:,}); is the database damaged?")
+    return split[0], split[1]
 
 
 def merge(paths: list[Path], output: Path) -> MergeOutcome:

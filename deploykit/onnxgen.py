@@ -144,6 +144,21 @@ def check(model: onnx.ModelProto) -> None:
     onnx.checker.check_model(model, full_check=True)
 
 
+def check_problem(model: onnx.ModelProto) -> str | None:
+    """What ONNX's full check says against a model, on one line; None when it passes.
+
+    A config the spec text allows can still fail it: ONNX's strict shape inference gets some
+    `output_shape` configs wrong (onnx 1.23: an output_shape smaller than the input's spatial size,
+    whatever the rank and auto_pad: "Inferred shape and existing shape differ in rank: (2) vs (3)").  That is ONNX's
+    finding about itself, not a reason to leave the case out: `conformance run` records a failing
+    inference as no prediction."""
+    try:
+        check(model)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        return " ".join(str(error).split())
+    return None
+
+
 def inferred_output_shape(model: onnx.ModelProto) -> tuple[int | None, ...] | None:
     """What ONNX shape inference predicts for Y (None where it cannot or fails)."""
     try:
@@ -159,11 +174,12 @@ def inferred_output_shape(model: onnx.ModelProto) -> tuple[int | None, ...] | No
     return None
 
 
-def write_backend_test_case(case: Case, directory: Path, expected: np.ndarray | None) -> None:
+def write_backend_test_case(case: Case, directory: Path, expected: np.ndarray | None, onnx_check: str | None = None) -> None:
     """ONNX backend-test layout: model.onnx + test_data_set_0/{input,output}_*.pb.
 
     `expected` is the float64 reference (rounded to the dtype here); None for a negative case,
-    which gets no output file because no right answer exists.
+    which gets no output file because no right answer exists.  `onnx_check` is what ONNX's full
+    check said against the model (None: it passed, or it was not run, for a spec-invalid case).
     """
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, str(directory / "model.onnx"))
@@ -181,5 +197,6 @@ def write_backend_test_case(case: Case, directory: Path, expected: np.ndarray | 
         expected_shape=list(case.spec.output_full_shape),
         onnx_inferred_shape=inferred_output_shape(case.model),
         violations=case.spec.violations(),
+        onnx_check=onnx_check,
     )
     (directory / "deploykit.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -24,3 +24,36 @@ def comparable(name: str, value: Any) -> Any:
 def same(name: str, left: Any, right: Any) -> bool:
     """Whether two values of parameter `name` ask for the same run."""
     return comparable(name, left) == comparable(name, right)
+
+
+#: the command-line options a stored parameter comes from, where its name is not the option's
+_FLAGS = {"tolerance": "--atol/--rtol", "latency": "--latency and its timing options"}
+#: timing options as stored (TimingOptions.as_dict) -> how they are typed
+_TIMING_FLAGS = (("warmup_ms", "--warmup-ms"), ("iterations", "--iterations"), ("duration_s", "--duration"))
+
+
+def flag(name: str) -> str:
+    """The option(s) that set parameter `name`, as a user types them."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def as_option(name: str, value: Any) -> str:
+    """A stored or given parameter as the command line that asks for it (`--backends a,b`,
+    `--shard 2/3`, `no --dtypes (the default)`): what a message shows, never a Python repr."""
+    if value is None:
+        return f"no {flag(name)} (the default)"
+    if name == "shard" and isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"--shard {value[0]}/{value[1]}"
+    if name == "tolerance" and isinstance(value, dict):
+        return f"--atol {_number(value.get('atol'))} --rtol {_number(value.get('rtol'))}"
+    if name == "latency" and isinstance(value, dict):
+        parts = ["--latency", *(f"{option} {_number(value.get(key))}" for key, option in _TIMING_FLAGS if key in value)]
+        parts += [f"--{key.replace('_', '-')}" for key in ("include_transfers", "cuda_graph") if value.get(key)]
+        return " ".join(parts)
+    if isinstance(value, (list, tuple)):
+        return f"{flag(name)} {','.join(map(str, value))}"
+    return f"{flag(name)} {_number(value)}"
+
+
+def _number(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)

@@ -7,18 +7,20 @@ single-tenant process, not the conformance harness's parallel workers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deploykit import backends as registry
-from deploykit import environment
+from deploykit import environment, resources
 from deploykit.backends.base import BuildConfig
 from deploykit.errors import UsageError
 from deploykit.execute import no_cuda_graph_reason, run_backend
 from deploykit.matrix import load as load_matrix
 from deploykit.onnxgen import Case, build_case
-from deploykit.onnxread import case_from_model, load_model, resolve_shapes
+from deploykit.onnxread import case_from_model, conv_transpose_nodes, graph_inputs, load_model, resolve_shapes
 from deploykit.spec import ConvTransposeSpec
+from onnx import helper
 from deploykit.timing import Stats, TimingOptions
 
 
@@ -86,21 +88,42 @@ def matrix_spec(matrix: str, config: str) -> ConvTransposeSpec:
     return found[0]
 
 
-def targets_for_model(path: Path, shapes: dict[str, tuple[int, ...]], batches: list[int] | None) -> list[Target]:
+def targets_for_model(path: Path, shapes: dict[str, tuple[int, ...]], batches: list[int] | None,
+                      budget: int | None = None) -> list[Target]:
     model = load_model(path)
     targets = []
     for batch in batches or [None]:
         concrete = resolve_shapes(model, shapes, batch)
+        _check_model_budget(model, path, concrete, budget or resources.default_budget())
         case, flops = case_from_model(model, concrete)
         first = next(iter(concrete.values()), (1,))
         targets.append(Target(case, flops, batch if batch is not None else (first[0] if first else 1)))
     return targets
 
 
-def targets_for_spec(spec: ConvTransposeSpec, batches: list[int] | None) -> list[Target]:
+def _check_model_budget(model, path: Path, shapes: dict[str, tuple[int, ...]], budget: int) -> None:
+    """The model's inputs and its ConvTranspose nodes (as resources estimates a config) within the
+    budget, before any array is drawn: a model declaring huge inputs is a usage error naming them,
+    never an out-of-memory line after the allocation failed."""
+    need = 0
+    for graph_input in graph_inputs(model):
+        try:
+            item = helper.tensor_dtype_to_np_dtype(graph_input.elem_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            item = 8
+        need += math.prod(shapes.get(graph_input.name, ())) * item
+    need += sum(resources.config_bytes(node.spec) for node in conv_transpose_nodes(model, shapes) if node.spec is not None)
+    if need > budget:
+        sizes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        raise UsageError(f"model {path} at input shape(s) {sizes} needs about {resources.human(need)}, over the"
+                         f" {resources.human(budget)} budget; give smaller --shape or --batch, or raise --max-memory")
+
+
+def targets_for_spec(spec: ConvTransposeSpec, batches: list[int] | None, budget: int | None = None) -> list[Target]:
     targets = []
     for batch in batches or [spec.batch]:
         sized = spec.replace(input_shape=(batch, *spec.input_shape[1:]))
+        resources.check_budget([sized], budget or resources.default_budget())
         targets.append(Target(build_case(sized), sized.flops, batch))
     return targets
 

@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from deploykit import backends as registry
+from deploykit import resources
 from deploykit.backends.base import BuildConfig, ReproRecipe
 from deploykit.bound import Accumulation, describe, error_bound
+from deploykit.dbcheck import stored_spec
 from deploykit.errors import UsageError
 from deploykit.metrics import Tolerance
 from deploykit.onnxgen import build_case
@@ -102,7 +104,7 @@ def _recipe(result: Result) -> ReproRecipe:
                          f" (repro writes {', '.join(REPRODUCIBLE)} results)")
     if result.precision != "fp32":
         raise UsageError(f"repro writes scripts for fp32 builds; this result was built at {result.precision}")
-    recipe = registry.get(result.backend).repro_recipe(ConvTransposeSpec.from_dict(result.spec), result.backend_version)
+    recipe = registry.get(result.backend).repro_recipe(stored_spec(result), result.backend_version)
     if recipe is None:
         raise UsageError(f"{result.backend} has no standalone runtime to write a script for")
     return recipe
@@ -140,12 +142,17 @@ def _stored_tolerance(run: Run, stored) -> Tolerance:
     return Tolerance(atol, rtol)
 
 
-def write_bundle(db: Path, config: str, backend: str, folder: Path, run_id: int | None = None) -> Bundle:
+def write_bundle(db: Path, config: str, backend: str, folder: Path, run_id: int | None = None,
+                 max_memory: int | None = None) -> Bundle:
     """Write the folder for one stored result; everything is checked before the first file, and the
-    files are written beside the target and moved into place (deploykit.repro_folder)."""
+    files are written beside the target and moved into place (deploykit.repro_folder).
+
+    The config's memory is checked against `max_memory` (default: resources.default_budget()) as
+    `conformance run` checks it: the float64 reference and bound a bundle holds cost what a run's do."""
     run, result = find_result(db, config, backend, run_id)
     recipe = _recipe(result)
-    spec = ConvTransposeSpec.from_dict(result.spec)
+    spec = stored_spec(result)
+    resources.check_budget([spec], max_memory or resources.default_budget())
     models = registry.get(backend).accumulation(spec.dtype, BuildConfig())
     criterion = run_criterion(run, result, models)
     identity = {name: getattr(result, name) for name in IDENTITY}

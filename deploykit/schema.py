@@ -32,17 +32,19 @@ def known_name(kind: str, names: Collection[str]) -> AfterValidator:
     return AfterValidator(check)
 
 
-def validated(schema: type[T], data: object, where: str) -> T:
-    """`data` as `schema`, or a UsageError naming `where` and every bad key, on one line."""
+def validated(schema: type[T], data: object, where: str, most: int | None = None) -> T:
+    """`data` as `schema`, or a UsageError naming `where` and every bad key (the first `most`), on one line."""
     try:
         return TypeAdapter(schema).validate_python(data)
     except ValidationError as error:
         details = error.errors(include_url=False)
     # A list whose items failed also fails "not empty after validation": name the items only.
     shown = [d for d in details if not any(o["loc"][: len(d["loc"])] == d["loc"] != o["loc"] for o in details)]
-    text = "; ".join(map(_describe, shown))
+    text = "; ".join(map(_describe, shown[:most]))
+    if most is not None and len(shown) > most:
+        text += f"; and {len(shown) - most} more"
     if any(not d["loc"] or _PROBLEMS.get(d["type"]) == "unknown key" for d in shown):
-        fields = getattr(schema, "model_fields", None) or schema.__pydantic_fields__  # a model, a dataclass
+        fields = getattr(schema, "model_fields", None) or getattr(schema, "__pydantic_fields__", None) or schema.__annotations__
         text += f"; known keys: {', '.join(fields)}"
     raise UsageError(f"{where}: {text}")
 

@@ -8,7 +8,8 @@ a read-only folder included.
 
 A file that is not a deploykit database is refused before anything is written to it, and the
 schema version is read: an older database is migrated (columns are only ever added), a newer one
-is refused with the version it has.
+is refused with the version it has.  A damaged one (a bad page, rows deploykit did not write) is
+refused in one line whenever the damage shows, at open or mid-run (`deploykit.dbcheck`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
+from deploykit import dbcheck
+from deploykit.dbcheck import checked_text, decoded, guarded
 from deploykit.errors import RunAborted, UsageError
 from deploykit.result import Result
 
@@ -33,6 +36,11 @@ _RESULT_FIELDS = [f.name for f in fields(Result)]
 _JSON_FIELDS = {"expected_shape", "actual_shape", "onnx_inferred_shape", "spec"}
 _RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "matrix", "parameters", "environment", "planned", "owner",
                 "known_divergences")
+#: The precision results from before schema 3 were built at: the one their run was started with.
+#: The migration writes it, and a report of an unmigrated database reads it, with this one rule.
+_RUN_PRECISION = ("COALESCE((SELECT json_extract(parameters, '$.precision') FROM runs WHERE runs.run_id = {table}.run_id),"
+                  " 'fp32')")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _RESULTS_TABLE = f"""
 CREATE TABLE IF NOT EXISTS results (
@@ -104,6 +112,22 @@ def _schema_version(db: sqlite3.Connection, path: Path) -> int | None:
     return version
 
 
+def _is_sqlite_file(path: Path) -> bool:
+    """Whether the file starts as SQLite writes it: then an error reading it means damage."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _check_usable(db: sqlite3.Connection, path: Path, version: int | None) -> None:
+    """A deploykit database's layout and every page checked, before anything reads or writes it."""
+    if version is not None:
+        dbcheck.check_layout(db, path)
+        dbcheck.check_intact(db, path)
+
+
 def _readonly_uri(path: Path, immutable: bool = False) -> str:
     return f"{path.resolve().as_uri()}?{'immutable=1' if immutable else 'mode=ro'}"
 
@@ -144,14 +168,18 @@ class Store:
         self.writable = create
         try:
             self.db = self._open_for_writing() if create else self._open_read_only()
-        except sqlite3.OperationalError as error:
-            if create:  # the paths were checked: this is the disk (full, a file size limit, I/O)
-                raise RunAborted(f"cannot write to results database {self.path}: {error}", resumable=False) from None
-            raise UsageError(f"{self.path} is not a deploykit results database ({error})") from None
         except sqlite3.Error as error:
-            raise UsageError(f"{self.path} is not a deploykit results database ({error})") from None
+            raise self._refused(error) from None
         self._result_columns = _columns(self.db, "results")
         self._run_columns = _columns(self.db, "runs")
+
+    def _refused(self, error: sqlite3.Error) -> Exception:
+        """Why the database could not be opened, in one line: damaged, the disk, or not deploykit's."""
+        if dbcheck.is_damage(error) and _is_sqlite_file(self.path):
+            return dbcheck.damaged(self.path, error)
+        if self.writable and isinstance(error, sqlite3.OperationalError):  # the paths were checked: the disk (full, I/O)
+            return RunAborted(f"cannot write to results database {self.path}: {error}", resumable=False)
+        return UsageError(f"{self.path} is not a deploykit results database ({error})")
 
     def _open_read_only(self) -> sqlite3.Connection:
         if self.path.is_dir():
@@ -169,6 +197,7 @@ class Store:
             db.close()
             db = sqlite3.connect(_readonly_uri(self.path, immutable=True), uri=True, isolation_level=None)
             version = _schema_version(db, self.path)
+        _check_usable(db, self.path, version)
         if version is None:  # an empty file (or an empty SQLite database) holds no runs to read
             db.close()
             raise UsageError(f"results database {self.path} is empty; run `deploykit conformance run --db {self.path}` first")
@@ -179,8 +208,13 @@ class Store:
         if self.path.exists() and self.path.stat().st_size > 0:
             probe = sqlite3.connect(_readonly_uri(self.path), uri=True, isolation_level=None)
             try:
-                _schema_version(probe, self.path)  # refuses another program's file untouched
+                version = _schema_version(probe, self.path)  # refuses another program's file untouched
+                _check_usable(probe, self.path, version)
+                if version is not None:
+                    self._check_run_rows(probe)
             except sqlite3.DatabaseError as error:
+                if dbcheck.is_damage(error) and _is_sqlite_file(self.path):
+                    raise dbcheck.damaged(self.path, error) from None
                 raise UsageError(f"{self.path} is not a deploykit results database ({error}); give another --db") from None
             finally:
                 probe.close()
@@ -189,6 +223,12 @@ class Store:
         db.executescript(_SCHEMA)
         self._migrate(db)
         return db
+
+    def _check_run_rows(self, db: sqlite3.Connection) -> None:
+        """Every run's row decodes, so a writer adds nothing to a database whose runs it could not
+        report (one row per run: cheap).  Results rows are checked as a report reads them."""
+        self.db, self._run_columns = db, _columns(db, "runs")
+        self._select_runs()
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Bring an older layout up to SCHEMA_VERSION, in one transaction: columns are added, and
@@ -217,7 +257,7 @@ class Store:
         kept = [name for name in ["run_id", *_RESULT_FIELDS, "recorded_at"] if name in old]
         db.execute("ALTER TABLE results RENAME TO results_before_v3")
         db.execute(_RESULTS_TABLE)
-        precision = "COALESCE((SELECT json_extract(parameters, '$.precision') FROM runs WHERE runs.run_id = old.run_id), 'fp32')"
+        precision = _RUN_PRECISION.format(table="old")
         db.execute(
             f"INSERT INTO results ({', '.join(kept)}, precision) SELECT {', '.join(f'old.{k}' for k in kept)}, {precision}"
             " FROM results_before_v3 AS old"
@@ -235,6 +275,7 @@ class Store:
         self.db.close()
 
     # ----- runs ------------------------------------------------------------------------------
+    @guarded
     def start_run(self, matrix: str, parameters: dict, environment: dict, planned: int, owner: dict | None = None,
                   known_divergences: list[dict] | None = None) -> int:
         cursor = self.db.execute(
@@ -245,9 +286,11 @@ class Store:
         )
         return int(cursor.lastrowid)
 
+    @guarded
     def take_over(self, run_id: int, owner: dict) -> None:
         self.db.execute("UPDATE runs SET owner=? WHERE run_id=?", (json.dumps(owner), run_id))
 
+    @guarded
     def finish_run(self, run_id: int, planned: int | None = None) -> None:
         """Mark a run complete; a run that could not know its size in advance (a fuzz run) gives it now."""
         self.db.execute("UPDATE runs SET status='complete', finished_at=?, planned=COALESCE(?, planned) WHERE run_id=?",
@@ -256,29 +299,43 @@ class Store:
     def _select_runs(self, where: str = "", order: str = "ASC", limit: str = "") -> list[Run]:
         columns = ", ".join(c if c in self._run_columns else f"NULL AS {c}" for c in _RUN_COLUMNS)
         rows = self.db.execute(f"SELECT {columns} FROM runs {where} ORDER BY run_id {order} {limit}").fetchall()
-        runs = []
-        for run_id, started, finished, status, matrix, parameters, environment, planned, owner, known in rows:
-            runs.append(Run(run_id, started, finished, status, matrix, json.loads(parameters), json.loads(environment),
-                            planned, json.loads(owner) if owner else None, json.loads(known) if known else None))
-        return runs
+        return [self._run(dict(zip(_RUN_COLUMNS, row))) for row in rows]
 
+    def _run(self, row: dict[str, Any]) -> Run:
+        """A runs row as deploykit wrote it; any other content is damage, named, never a traceback."""
+        where = f"run {row['run_id']!r}"
+        if not isinstance(row["run_id"], int):
+            raise dbcheck.damaged(self.path, f"a run has id {row['run_id']!r}")
+        checked_text(row, ("status", "matrix"), self.path, where)
+        return Run(row["run_id"], row["started_at"], row["finished_at"], row["status"], row["matrix"],
+                   decoded(row["parameters"], self.path, f"{where}'s parameters", dict),
+                   decoded(row["environment"], self.path, f"{where}'s environment", dict), row["planned"],
+                   decoded(row["owner"], self.path, f"{where}'s owner", (dict, dbcheck.NoneType)) if row["owner"] else None,
+                   decoded(row["known_divergences"], self.path, f"{where}'s divergence table", (list, dbcheck.NoneType))
+                   if row["known_divergences"] else None)
+
+    @guarded
     def runs(self) -> list[Run]:
         return self._select_runs()
 
+    @guarded
     def run(self, run_id: int) -> Run | None:
         found = self._select_runs(f"WHERE run_id = {int(run_id)}")
         return found[0] if found else None
 
+    @guarded
     def latest_run(self, unfinished_only: bool = False) -> Run | None:
         found = self._select_runs("WHERE status != 'complete'" if unfinished_only else "", "DESC", "LIMIT 1")
         return found[0] if found else None
 
+    @guarded
     def last_activity(self, run: Run) -> float:
         """When the run last recorded a result (or started)."""
         row = self.db.execute("SELECT MAX(recorded_at) FROM results WHERE run_id=?", (run.run_id,)).fetchone()
         return max(run.started_at, row[0] or 0.0)
 
     # ----- results ---------------------------------------------------------------------------
+    @guarded
     def add(self, run_id: int, result: Result) -> None:
         data = result.as_dict()
         values = [json.dumps(data[n]) if n in _JSON_FIELDS else _storable(data[n]) for n in _RESULT_FIELDS]
@@ -288,18 +345,35 @@ class Store:
             [run_id, *values, time.time()],
         )
 
+    @guarded
     def done(self, run_id: int) -> set[tuple[str, str, str, str]]:
         """Keys (config, expect, backend, precision) of the results a run has stored."""
         rows = self.db.execute("SELECT config_id, expect, backend, precision FROM results WHERE run_id=?", (run_id,))
         return {tuple(r) for r in rows}
 
+    @guarded
     def results(self, run_id: int) -> list[Result]:
         return list(self._iter_results(run_id))
 
     def _iter_results(self, run_id: int) -> Iterator[Result]:
-        # Columns a database from an older schema lacks read as None (reports never migrate).
-        columns = ", ".join(n if n in self._result_columns else f"NULL AS {n}" for n in _RESULT_FIELDS)
+        # Columns a database from an older schema lacks read as None (reports never migrate), but
+        # for the precision, which a result from before schema 3 takes from its run, as migrating does.
+        columns = ", ".join(self._result_column(n) for n in _RESULT_FIELDS)
         cursor = self.db.execute(f"SELECT {columns} FROM results WHERE run_id=? ORDER BY recorded_at", (run_id,))
         for row in cursor:
-            data = {n: (json.loads(v) if n in _JSON_FIELDS and v is not None else v) for n, v in zip(_RESULT_FIELDS, row)}
-            yield Result(**data)
+            yield self._result(dict(zip(_RESULT_FIELDS, row)), run_id)
+
+    def _result_column(self, name: str) -> str:
+        if name in self._result_columns:
+            return name
+        return f"{_RUN_PRECISION.format(table='results')} AS {name}" if name == "precision" else f"NULL AS {name}"
+
+    def _result(self, row: dict[str, Any], run_id: int) -> Result:
+        """A results row as deploykit wrote it; any other content is damage, named, never a traceback."""
+        where = f"a result of run {run_id}"
+        checked_text(row, ("config_id", "label", "backend", "dtype", "verdict", "expect", "precision"), self.path, where)
+        for name in _JSON_FIELDS:
+            if row[name] is not None:
+                kind = dict if name == "spec" else (list, dbcheck.NoneType)
+                row[name] = decoded(row[name], self.path, f"{where}'s {name}", kind)
+        return Result(**row)

@@ -16,10 +16,10 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
+from deploykit.dbcheck import stored_spec
 from deploykit.divergences import Divergence, match
 from deploykit.metrics import SKIPPED, VERDICTS
 from deploykit.result import Result
-from deploykit.spec import ConvTransposeSpec
 from deploykit.store import Run
 
 
@@ -208,7 +208,7 @@ def _shape_disagreements(results: Iterable[Result], known: list[Divergence]) -> 
             continue
         seen.add(r.config_id)
         if list(r.onnx_inferred_shape) != list(r.expected_shape):
-            entry = match(known, ConvTransposeSpec.from_dict(r.spec), "onnx-shape-inference", "shape-mismatch")
+            entry = match(known, stored_spec(r), "onnx-shape-inference", "shape-mismatch")
             found.append(ShapeDisagreement(r.label, list(r.onnx_inferred_shape), list(r.expected_shape),
                                            entry.id if entry else None, entry.upstream if entry else None))
     return found

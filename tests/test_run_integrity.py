@@ -251,8 +251,8 @@ def test_resume_refuses_a_changed_matrix(tmp_path, fault_backends):
 def test_resume_refuses_options_that_contradict_the_run(tmp_path, fault_backends):
     db = _killed_run(tmp_path)
     for args, needle in [(["--backends", "reference"], "--backends"), (["--matrix", "default"], "--matrix"),
-                         (["--dtypes", "float16"], "with no --dtypes (the default), not ['float16']"),
-                         (["--atol", "0.1"], "--tolerance")]:
+                         (["--dtypes", "float16"], "with no --dtypes (the default), not --dtypes float16"),
+                         (["--atol", "0.1"], "--atol/--rtol")]:
         assert_usage_error(deploykit("conformance", "run", "--resume", "--db", str(db), *args, cwd=tmp_path), needle)
     same = deploykit("conformance", "run", "--resume", "--db", str(db), "--backends", "slowish", "--matrix", "smoke",
                      cwd=tmp_path)

@@ -120,7 +120,7 @@ class _VersionNotes(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if "version" in message.lower():
-            cause = f" ({one_line(record.exc_info[1])})" if record.exc_info and record.exc_info[1] else ""
+            cause = f" ({one_line(record.exc_info[1], limit=240)})" if record.exc_info and record.exc_info[1] else ""
             self.notes.append(one_line(Exception(message + cause), limit=400))
 
 
@@ -251,7 +251,7 @@ def run_export(target: str, module, inputs: tuple, options: ExportOptions) -> Ex
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as error:  # noqa: BLE001
-        report.checker = f"failed: {one_line(error)}"
+        report.checker = f"failed: {one_line(error, limit=240)}"
     report.outputs = verify_outputs(module, inputs, model, options.verify_backends, _tolerance(options))
     if axes:
         report.outputs += _second_size(module, inputs, model, options, axes)

@@ -121,7 +121,7 @@ def verify_outputs(module, inputs: tuple, model: onnx.ModelProto, backends: list
     except UsageError:
         raise
     except Exception as error:  # noqa: BLE001 - e.g. a forward that casts to float32 itself
-        reason = f"torch float64 reference failed: {one_line(error)}"
+        reason = f"torch float64 reference failed: {one_line(error, limit=240)}"
         return [OutputCheck(b, "*", "unverified", reason, input_shapes=shapes) for b in backends]
     feeds = {gi.name: to_numpy(t) for gi, t in zip(graph_inputs(model), inputs)}
     first = next(iter(feeds), "input")
@@ -176,5 +176,5 @@ def second_size_inputs(module, inputs: tuple, axes: dict[int, dict[int, str]]) -
                 module(*candidate)
             return candidate, ""
         except Exception as error:  # noqa: BLE001 - the module's own limits decide the size
-            last_error = one_line(error)
+            last_error = one_line(error, limit=240)
     return None, last_error

@@ -47,7 +47,9 @@ class FailureClass:
 
     @property
     def minimal_spec(self) -> ConvTransposeSpec:
-        return ConvTransposeSpec.from_dict(self.minimal.spec)
+        from deploykit.dbcheck import stored_spec
+
+        return stored_spec(self.minimal)
 
     def as_dict(self) -> dict:
         """The `--json` record."""

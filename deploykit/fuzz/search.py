@@ -33,7 +33,7 @@ from deploykit.errors import RunAborted, UsageError
 from deploykit.fuzz.classes import ClassKey, FailureClass, class_of, group
 from deploykit.fuzz.strategies import specs
 from deploykit.harness import Task, WorkerOptions, WorkerPool
-from deploykit.parameters import same
+from deploykit.parameters import as_option, flag, same
 from deploykit.result import Result
 from deploykit.spec import DTYPES, ConvTransposeSpec
 from deploykit.store import Run, Store
@@ -82,6 +82,18 @@ class OutOfBudget(BaseException):
     it for a failure of the config it was trying and shrinking that."""
 
 
+class Stopped(BaseException):
+    """The search cannot go on (the store failed, the workers would not start): `error` says why.
+
+    A BaseException, like OutOfBudget: raised inside Hypothesis's search, a plain exception would
+    be taken for a failure of the config being tried, and Hypothesis would go on trying others on
+    a pool that has stopped.  `fuzz` re-raises `error` once the search has unwound."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Evaluator:
     """Each config on every fuzzed backend, once: run in the worker pool, stored, remembered."""
 
@@ -102,7 +114,10 @@ class Evaluator:
         if missing:
             if time.monotonic() > self.deadline:
                 raise OutOfBudget
-            self.pool.run([Task(spec, name) for name in missing], self._record(known))
+            try:
+                self.pool.run([Task(spec, name) for name in missing], self._record(known))
+            except Exception as error:  # noqa: BLE001 - told by `fuzz` once Hypothesis has unwound
+                raise Stopped(error) from error
             self.on_config(len(self.seen))
         return known
 
@@ -220,8 +235,9 @@ def _resumed(request: FuzzRequest) -> tuple[Store, Run, FuzzRequest]:
         given = vars(request)
         for name in FUZZ_FIXED:
             if name in request.explicit and not same(name, given[name], run.parameters.get(name)):  # order is no difference
-                raise UsageError(f"--resume finishes the fuzz run as it started, with --{name.replace('_', '-')}"
-                                 f" {run.parameters.get(name)!r}; drop --{name.replace('_', '-')}, or drop --resume")
+                started = as_option(name, run.parameters.get(name))
+                raise UsageError(f"--resume finishes the fuzz run as it started, with {started}, not"
+                                 f" {as_option(name, given[name])}; drop {flag(name)}, or drop --resume")
         store.take_over(run.run_id, liveness.current_owner())
     except BaseException:
         store.close()
@@ -245,7 +261,10 @@ def fuzz(request: FuzzRequest, console: Console) -> FuzzOutcome:
     """Search every backend, store every result, and return the failure classes."""
     store, run, request = _open(_checked(request))
     try:
-        evaluator, cut_short, shrunk = _search_all(store, run, request, console)
+        try:
+            evaluator, cut_short, shrunk = _search_all(store, run, request, console)
+        except Stopped as stopped:
+            raise stopped.error from None
         store.finish_run(run.run_id, planned=sum(len(found) for found in evaluator.seen.values()))
         results = store.results(run.run_id)
         return FuzzOutcome(store.run(run.run_id), results, group(results), shrunk, cut_short, evaluator.generated)

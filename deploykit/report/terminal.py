@@ -19,6 +19,9 @@ def incomplete_notice(summary: RunSummary) -> str | None:
     if run.get("kind") == "judge":  # a judged run stays unfinished when some cases had no answer
         return (f"INCOMPLETE: run {run['run_id']} judged {run['recorded']} of {run['planned']} cases; the others had no"
                 " answer in the folder (or sit in a shard not merged): add them and judge again")
+    if run.get("kind") == "fuzz":  # a fuzz run knows its size only when it ends, and its own command resumes it
+        return (f"INCOMPLETE: fuzz run {run['run_id']} recorded {run['recorded']} results and has not finished; unless it"
+                " is still running, finish it with `deploykit conformance fuzz --resume` on the same --db")
     return (
         f"INCOMPLETE: run {run['run_id']} recorded {run['recorded']} of {run['planned']} results and has not finished;"
         " unless it is still running, finish it with `deploykit conformance run --resume` on the same --db"
@@ -75,6 +78,17 @@ def _worst_drifts(summary: RunSummary, console: Console) -> None:
     console.print(table)
 
 
+#: the most of a reason the terminal table shows; the database and every other format keep it whole
+SHOWN_REASON = 240
+
+
+def shown_reason(reason: str) -> str:
+    """A reason as the terminal table shows it: a long one is cut, and says where the whole one is."""
+    if len(reason) <= SHOWN_REASON:
+        return reason
+    return f"{reason[:SHOWN_REASON]}... ({len(reason)} characters: `conformance report --format json` shows them all)"
+
+
 def _non_pass(summary: RunSummary, console: Console) -> None:
     if not summary.non_pass:
         return
@@ -82,7 +96,8 @@ def _non_pass(summary: RunSummary, console: Console) -> None:
     for column in ("config", "backend", "verdict", "reason", "known"):
         table.add_column(column, overflow="fold")
     for r in summary.non_pass:
-        table.add_row(term(r.label), term(r.backend_label), term(r.verdict), term(r.reason), term(r.known_divergence or ""))
+        table.add_row(term(r.label), term(r.backend_label), term(r.verdict), term(shown_reason(r.reason)),
+                      term(r.known_divergence or ""))
     console.print(table)
     if summary.known_seen:
         console.print("Known divergences seen:")
