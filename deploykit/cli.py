@@ -643,8 +643,8 @@ def profile_command(
     from deploykit.backends import require_available
     from deploykit.onnxread import parse_shape
     from deploykit.profile import failing_rows, matrix_spec, profile, report, targets_for_model, targets_for_spec
-    from deploykit.resources import parse_size
     from deploykit.report import profile_table
+    from deploykit.resources import parse_size
 
     check_paths(inputs={"MODEL": model, "--matrix": matrix}, outputs={"--json": json_path})
     if not (math.isfinite(warmup_ms) and math.isfinite(duration)):

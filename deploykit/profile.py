@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from onnx import helper
+
 from deploykit import backends as registry
 from deploykit import environment, resources
 from deploykit.backends.base import BuildConfig
@@ -20,7 +22,6 @@ from deploykit.matrix import load as load_matrix
 from deploykit.onnxgen import Case, build_case
 from deploykit.onnxread import case_from_model, conv_transpose_nodes, graph_inputs, load_model, resolve_shapes
 from deploykit.spec import ConvTransposeSpec
-from onnx import helper
 from deploykit.timing import Stats, TimingOptions
 
 
