@@ -731,3 +731,30 @@ def test_judge_refuses_a_case_over_the_memory_budget_before_drawing_it(capsys, i
     code, _, err = cli(capsys, "conformance", "judge", str(tree), "--as", "reference", "--db", str(tmp_path / "j.db"))
     one_line_error(code, err, "needs about", "--max-memory")
     assert not (tmp_path / "j.db").exists()
+
+
+# ----- matrices whose axes would expand without end -------------------------------------------------
+def _axes_matrix(count: int, keys: tuple[str, ...], header: str = "") -> str:
+    values = ", ".join(str(i) for i in range(1, count + 1))
+    axes = "".join(f"  {key}: [{values}]\n" for key in keys)
+    return f"defaults: {{input_shape: [1, 1, 4], out_channels: 1, kernel_shape: 1}}\n{header}axes:\n{axes}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_axes_matrix(30, ("strides", "dilations", "out_channels", "pads", "output_padding"), "expand: product\n"),
+     "its axes ask for 24,300,000 rows"),
+    (_axes_matrix(30, ("strides", "dilations", "out_channels", "pads", "kernel_shape"), "cross: [strides, dilations, pads]\n"),
+     "its axes ask for"),
+    (_axes_matrix(30, ("strides", "dilations", "out_channels", "kernel_shape", "pads", "output_padding")),
+     "tried 100,000 rows, most of which break an ONNX rule"),
+])
+@pytest.mark.timeout(120)
+def test_axes_that_would_expand_without_end_are_refused(tmp_path, text, message):
+    from deploykit.errors import UsageError
+    from deploykit.matrix import load
+
+    (tmp_path / "m.yaml").write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(UsageError, match=message):
+        load(str(tmp_path / "m.yaml"))
+    assert time.perf_counter() - started < 60
