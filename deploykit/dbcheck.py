@@ -121,3 +121,13 @@ def stored_spec(result: Any) -> Any:
     except (SpecError, TypeError, ValueError, ArithmeticError) as error:
         raise UsageError(f"the stored result of {result.backend} on {result.label} holds a config deploykit cannot read"
                          f" ({error}); is the results database damaged?") from None
+
+
+def checked_parameters(run: Any, path: Path, kind: str) -> None:
+    """A run's stored parameters, before `--resume` builds the run again from them: typed as
+    deploykit writes them (deploykit.resume_schema), or the database is named as damaged."""
+    from deploykit.resume_schema import FuzzParameters, RunParameters
+    from deploykit.schema import validated
+
+    schema = FuzzParameters if kind == "fuzz" else RunParameters
+    validated(schema, run.parameters, f"results database {path} is damaged: run {run.run_id}'s stored parameters", most=3)

@@ -758,3 +758,36 @@ def test_axes_that_would_expand_without_end_are_refused(tmp_path, text, message)
     with pytest.raises(UsageError, match=message):
         load(str(tmp_path / "m.yaml"))
     assert time.perf_counter() - started < 60
+
+
+# ----- --resume rebuilds a run from its stored parameters: they are checked first -----------------
+@pytest.mark.parametrize("parameters, message", [
+    ({}, "matrix: is required"),
+    ({"matrix": 5, "backends": "reference"}, "matrix: must be a string"),
+    ({"matrix": "smoke", "backends": ["reference"], "tolerance": [1], "precisions": 7}, "tolerance: must be a mapping"),
+    ({"matrix": "smoke", "backends": ["reference"], "latency": {"warmup_ms": 1, "bogus": 2}}, "latency.bogus: unknown key"),
+    ({"matrix": "smoke", "backends": ["reference"], "shard": [1, 10**20]}, "shard[1]"),
+])
+def test_run_resume_refuses_stored_parameters_no_deploykit_writes(capsys, results_db, tmp_path, parameters, message):
+    db = shutil.copy(results_db, tmp_path / "r.db")
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE runs SET status = 'running', owner = NULL, parameters = ?", (json.dumps(parameters),))
+    connection.close()
+    code, _, err = cli(capsys, "conformance", "run", "--resume", "--db", str(db))
+    one_line_error(code, err, "is damaged: run 1's stored parameters", message)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": "zero"}, "seed: must be a valid integer"),
+    ({"backends": []}, "backends: must not be empty"),
+    ({"dtypes": None}, "dtypes"),
+    ({"budget": -5}, "budget"),
+])
+def test_fuzz_resume_refuses_stored_parameters_no_deploykit_writes(capsys, tmp_path, change, message):
+    db = str(tmp_path / "f.db")
+    code, _, err = cli(capsys, "conformance", "fuzz", "--backends", "reference", "--dtypes", "float32", "--max-examples", "1",
+                       "--db", db)
+    assert code in (0, 1), err
+    _unfinished(tmp_path / "f.db", change)
+    code, _, err = cli(capsys, "conformance", "fuzz", "--resume", "--db", db)
+    one_line_error(code, err, "is damaged: run 1's stored parameters", message)
