@@ -83,13 +83,22 @@ def _damage(db: Path, how: str) -> None:
         with sqlite3.connect(db) as connection:
             connection.execute("UPDATE results SET spec = '[1, 2]', verdict = 3")
         connection.close()
+    elif how == "junk numbers":
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE results SET max_abs_err = 'big', duration_ms = 'slow' WHERE rowid < 5")
+        connection.close()
+    elif how == "junk environment":
+        with sqlite3.connect(db) as connection:
+            connection.execute("""UPDATE runs SET environment = '{"packages": 5, "gpus": 7}'""")
+        connection.close()
     elif how == "junk layout":
         with sqlite3.connect(db) as connection:
             connection.execute("ALTER TABLE results DROP COLUMN verdict")
         connection.close()
 
 
-DAMAGE = ["a results page", "the results root", "truncated", "junk rows", "junk results", "junk layout"]
+DAMAGE = ["a results page", "the results root", "truncated", "junk rows", "junk results", "junk numbers", "junk environment",
+          "junk layout"]
 COMMANDS = {
     "report": "conformance report --db {db} --format json",
     "compare": "conformance compare --baseline {good} --db {db}",
@@ -140,7 +149,7 @@ def test_every_command_names_a_damaged_page_in_one_line_and_writes_nothing(capsy
 
 
 @pytest.mark.parametrize("how, command", [(how, "report") for how in DAMAGE]
-                         + [(how, "run") for how in DAMAGE if how != "junk results"])
+                         + [(how, "run") for how in DAMAGE if how not in ("junk results", "junk numbers")])
 def test_every_kind_of_damage_is_one_line(capsys, results_db, tmp_path, how, command):
     """A writer checks every page and every run's row: a new run in a file with junk results
     rows of an old run is allowed (their report is refused, the new run's reads fine)."""

@@ -1,4 +1,5 @@
-"""The parameters a run stores, as `--resume` reads them back (deploykit.dbcheck.checked_parameters).
+"""What a run stores, as deploykit reads it back: its parameters (`--resume` rebuilds the run from
+them: deploykit.dbcheck.checked_parameters) and its environment (every report shows it).
 
 A run is finished from what it stored (matrix, backends, tolerance, latency, shard; a fuzz run's
 seed and budget), so a row edited by hand or damaged must be refused naming the key, before any
@@ -64,3 +65,15 @@ class FuzzParameters(TypedDict):
     max_examples: NotRequired[Annotated[int, Field(ge=1)] | None]
     budget: NotRequired[Seconds | None]
     timeout: NotRequired[Seconds | None]
+
+
+@with_config(STRICT)
+class Environment(TypedDict, total=False):
+    """deploykit.environment.collect(): what the reports lay out (a judged run adds keys of its own)."""
+
+    packages: dict[str, str | None]
+    python: str
+    platform: str
+    cpu: str | None
+    cpu_count: int | None
+    gpus: list[str]
