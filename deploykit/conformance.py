@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deploykit import backends as registry
-from deploykit import divergences, environment, liveness, resources
+from deploykit import dbcheck, divergences, environment, liveness, resources
 from deploykit.errors import RunAborted, UsageError
 from deploykit.harness import Task, WorkerOptions, run_tasks
 from deploykit.matrix import Matrix
@@ -162,6 +162,7 @@ def _resumable(store: Store, request: RunRequest) -> Run:
     if previous.parameters.get("kind") == "judge":
         raise UsageError(f"run {previous.run_id} in {request.db} judged outputs made elsewhere and has cases without an answer:"
                          " add them and run `deploykit conformance judge` again")
+    dbcheck.checked_parameters(previous, request.db, "run")  # what the run is rebuilt from, typed as deploykit writes it
     timeout = request.timeout or previous.parameters.get("timeout") or DEFAULT_TIMEOUT
     live = liveness.still_running(previous.owner, store.last_activity(previous), timeout)
     if live:

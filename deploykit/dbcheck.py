@@ -121,3 +121,37 @@ def stored_spec(result: Any) -> Any:
     except (SpecError, TypeError, ValueError, ArithmeticError) as error:
         raise UsageError(f"the stored result of {result.backend} on {result.label} holds a config deploykit cannot read"
                          f" ({error}); is the results database damaged?") from None
+
+
+def checked_parameters(run: Any, path: Path, kind: str) -> None:
+    """A run's stored parameters, before `--resume` builds the run again from them: typed as
+    deploykit writes them (deploykit.resume_schema), or the database is named as damaged."""
+    from deploykit.schema import validated
+    from deploykit.stored_schema import FuzzParameters, RunParameters
+
+    schema = FuzzParameters if kind == "fuzz" else RunParameters
+    validated(schema, run.parameters, f"results database {path} is damaged: run {run.run_id}'s stored parameters", most=3)
+
+
+@functools.cache
+def _adapters() -> dict[str, Any]:
+    from pydantic import TypeAdapter
+
+    from deploykit.baseline import record_schema
+    from deploykit.stored_schema import Environment
+
+    return {"result": TypeAdapter(record_schema()), "environment": TypeAdapter(Environment)}
+
+
+def checked_row(kind: str, values: dict[str, Any], path: Path, where: str) -> None:
+    """A result row or a run's environment typed as deploykit writes it (the JSON report's schema,
+    deploykit.baseline, for a result): a word where a number belongs is damage, named in one line,
+    never a TypeError in whichever report first does arithmetic on it."""
+    from pydantic import ValidationError
+
+    try:
+        _adapters()[kind].validate_python(values)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        key = ".".join(map(str, first["loc"])) or kind
+        raise damaged(path, f"{where} has {key} = {first['input']!r}: {first['msg']}") from None

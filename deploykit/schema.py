@@ -43,7 +43,7 @@ def validated(schema: type[T], data: object, where: str, most: int | None = None
     text = "; ".join(map(_describe, shown[:most]))
     if most is not None and len(shown) > most:
         text += f"; and {len(shown) - most} more"
-    if any(not d["loc"] or _PROBLEMS.get(d["type"]) == "unknown key" for d in shown):
+    if any(not d["loc"] or (_PROBLEMS.get(d["type"]) == "unknown key" and len(d["loc"]) == 1) for d in shown):  # top-level keys
         fields = getattr(schema, "model_fields", None) or getattr(schema, "__pydantic_fields__", None) or schema.__annotations__
         text += f"; known keys: {', '.join(fields)}"
     raise UsageError(f"{where}: {text}")

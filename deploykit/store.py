@@ -307,9 +307,11 @@ class Store:
         if not isinstance(row["run_id"], int):
             raise dbcheck.damaged(self.path, f"a run has id {row['run_id']!r}")
         checked_text(row, ("status", "matrix"), self.path, where)
+        environment = decoded(row["environment"], self.path, f"{where}'s environment", dict)
+        dbcheck.checked_row("environment", environment, self.path, f"{where}'s environment")
         return Run(row["run_id"], row["started_at"], row["finished_at"], row["status"], row["matrix"],
                    decoded(row["parameters"], self.path, f"{where}'s parameters", dict),
-                   decoded(row["environment"], self.path, f"{where}'s environment", dict), row["planned"],
+                   environment, row["planned"],
                    decoded(row["owner"], self.path, f"{where}'s owner", (dict, dbcheck.NoneType)) if row["owner"] else None,
                    decoded(row["known_divergences"], self.path, f"{where}'s divergence table", (list, dbcheck.NoneType))
                    if row["known_divergences"] else None)
@@ -371,9 +373,9 @@ class Store:
     def _result(self, row: dict[str, Any], run_id: int) -> Result:
         """A results row as deploykit wrote it; any other content is damage, named, never a traceback."""
         where = f"a result of run {run_id}"
-        checked_text(row, ("config_id", "label", "backend", "dtype", "verdict", "expect", "precision"), self.path, where)
         for name in _JSON_FIELDS:
             if row[name] is not None:
                 kind = dict if name == "spec" else (list, dbcheck.NoneType)
                 row[name] = decoded(row[name], self.path, f"{where}'s {name}", kind)
+        dbcheck.checked_row("result", row, self.path, where)
         return Result(**row)

@@ -83,13 +83,22 @@ def _damage(db: Path, how: str) -> None:
         with sqlite3.connect(db) as connection:
             connection.execute("UPDATE results SET spec = '[1, 2]', verdict = 3")
         connection.close()
+    elif how == "junk numbers":
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE results SET max_abs_err = 'big', duration_ms = 'slow' WHERE rowid < 5")
+        connection.close()
+    elif how == "junk environment":
+        with sqlite3.connect(db) as connection:
+            connection.execute("""UPDATE runs SET environment = '{"packages": 5, "gpus": 7}'""")
+        connection.close()
     elif how == "junk layout":
         with sqlite3.connect(db) as connection:
             connection.execute("ALTER TABLE results DROP COLUMN verdict")
         connection.close()
 
 
-DAMAGE = ["a results page", "the results root", "truncated", "junk rows", "junk results", "junk layout"]
+DAMAGE = ["a results page", "the results root", "truncated", "junk rows", "junk results", "junk numbers", "junk environment",
+          "junk layout"]
 COMMANDS = {
     "report": "conformance report --db {db} --format json",
     "compare": "conformance compare --baseline {good} --db {db}",
@@ -140,7 +149,7 @@ def test_every_command_names_a_damaged_page_in_one_line_and_writes_nothing(capsy
 
 
 @pytest.mark.parametrize("how, command", [(how, "report") for how in DAMAGE]
-                         + [(how, "run") for how in DAMAGE if how != "junk results"])
+                         + [(how, "run") for how in DAMAGE if how not in ("junk results", "junk numbers")])
 def test_every_kind_of_damage_is_one_line(capsys, results_db, tmp_path, how, command):
     """A writer checks every page and every run's row: a new run in a file with junk results
     rows of an old run is allowed (their report is refused, the new run's reads fine)."""
@@ -731,3 +740,63 @@ def test_judge_refuses_a_case_over_the_memory_budget_before_drawing_it(capsys, i
     code, _, err = cli(capsys, "conformance", "judge", str(tree), "--as", "reference", "--db", str(tmp_path / "j.db"))
     one_line_error(code, err, "needs about", "--max-memory")
     assert not (tmp_path / "j.db").exists()
+
+
+# ----- matrices whose axes would expand without end -------------------------------------------------
+def _axes_matrix(count: int, keys: tuple[str, ...], header: str = "") -> str:
+    values = ", ".join(str(i) for i in range(1, count + 1))
+    axes = "".join(f"  {key}: [{values}]\n" for key in keys)
+    return f"defaults: {{input_shape: [1, 1, 4], out_channels: 1, kernel_shape: 1}}\n{header}axes:\n{axes}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_axes_matrix(30, ("strides", "dilations", "out_channels", "pads", "output_padding"), "expand: product\n"),
+     "its axes ask for 24,300,000 rows"),
+    (_axes_matrix(30, ("strides", "dilations", "out_channels", "pads", "kernel_shape"), "cross: [strides, dilations, pads]\n"),
+     "its axes ask for"),
+    (_axes_matrix(30, ("strides", "dilations", "out_channels", "kernel_shape", "pads", "output_padding")),
+     "tried 100,000 rows, most of which break an ONNX rule"),
+])
+@pytest.mark.timeout(120)
+def test_axes_that_would_expand_without_end_are_refused(tmp_path, text, message):
+    from deploykit.errors import UsageError
+    from deploykit.matrix import load
+
+    (tmp_path / "m.yaml").write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(UsageError, match=message):
+        load(str(tmp_path / "m.yaml"))
+    assert time.perf_counter() - started < 60
+
+
+# ----- --resume rebuilds a run from its stored parameters: they are checked first -----------------
+@pytest.mark.parametrize("parameters, message", [
+    ({}, "matrix: is required"),
+    ({"matrix": 5, "backends": "reference"}, "matrix: must be a string"),
+    ({"matrix": "smoke", "backends": ["reference"], "tolerance": [1], "precisions": 7}, "tolerance: must be a mapping"),
+    ({"matrix": "smoke", "backends": ["reference"], "latency": {"warmup_ms": 1, "bogus": 2}}, "latency.bogus: unknown key"),
+    ({"matrix": "smoke", "backends": ["reference"], "shard": [1, 10**20]}, "shard[1]"),
+])
+def test_run_resume_refuses_stored_parameters_no_deploykit_writes(capsys, results_db, tmp_path, parameters, message):
+    db = shutil.copy(results_db, tmp_path / "r.db")
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE runs SET status = 'running', owner = NULL, parameters = ?", (json.dumps(parameters),))
+    connection.close()
+    code, _, err = cli(capsys, "conformance", "run", "--resume", "--db", str(db))
+    one_line_error(code, err, "is damaged: run 1's stored parameters", message)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": "zero"}, "seed: must be a valid integer"),
+    ({"backends": []}, "backends: must not be empty"),
+    ({"dtypes": None}, "dtypes"),
+    ({"budget": -5}, "budget"),
+])
+def test_fuzz_resume_refuses_stored_parameters_no_deploykit_writes(capsys, tmp_path, change, message):
+    db = str(tmp_path / "f.db")
+    code, _, err = cli(capsys, "conformance", "fuzz", "--backends", "reference", "--dtypes", "float32", "--max-examples", "1",
+                       "--db", db)
+    assert code in (0, 1), err
+    _unfinished(tmp_path / "f.db", change)
+    code, _, err = cli(capsys, "conformance", "fuzz", "--resume", "--db", db)
+    one_line_error(code, err, "is damaged: run 1's stored parameters", message)

@@ -28,7 +28,7 @@ from typing import Callable
 from rich.console import Console
 
 from deploykit import backends as registry
-from deploykit import divergences, environment, liveness
+from deploykit import dbcheck, divergences, environment, liveness
 from deploykit.errors import RunAborted, UsageError
 from deploykit.fuzz.classes import ClassKey, FailureClass, class_of, group
 from deploykit.fuzz.strategies import specs
@@ -228,6 +228,7 @@ def _resumed(request: FuzzRequest) -> tuple[Store, Run, FuzzRequest]:
         if run is None or run.parameters.get("kind") != "fuzz":
             what = "its last run is complete" if run is None else f"run {run.run_id} is a matrix run (`conformance run --resume`)"
             raise UsageError(f"no fuzz run to resume in {request.db}: {what}")
+        dbcheck.checked_parameters(run, request.db, "fuzz")  # what the run is rebuilt from, typed as deploykit writes it
         timeout = request.timeout or run.parameters.get("timeout") or DEFAULT_TIMEOUT
         live = liveness.still_running(run.owner, store.last_activity(run), timeout)
         if live:
