@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT
+from conftest import NEEDS_CPU_FLAG, ROOT
 from hypothesis import HealthCheck, Phase, given, settings
 
 from deploykit import backends as registry
+from deploykit import cpu_features
 from deploykit.divergences import EXPLAINABLE, Divergence, load, version_in
 from deploykit.execute import Executor
 from deploykit.fuzz.strategies import specs
@@ -64,9 +65,6 @@ MINIMAL: dict[str, list[Spec]] = {
                                      Spec((1, 1, 3), 1, (3,), auto_pad="SAME_UPPER", dtype="float64", bias=False),
                                      Spec((1, 1, 3), 1, (3,), auto_pad="VALID", dtype="float64", bias=False)],
 }
-#: Entries whose failure lives in kernels one CPU feature selects (the flag in /proc/cpuinfo).
-NEEDS_CPU_FLAG = dict.fromkeys(("openvino-bf16-3d-output-padding-unwritten", "torch-bf16-3d-output-padding-unwritten",
-                                "openvino-bf16-output-between-taps-crash", "openvino-bf16-strided-unreached-bias"), "amx_bf16")
 #: Backends that run a config in milliseconds; tract (one process per config) and TVM (a compile
 #: per config) take about a second and run in the slow tests.
 FAST = ("onnx-reference", "ort-cpu", "torch-cpu", "openvino-cpu", SHAPE_INFERENCE)
@@ -120,14 +118,6 @@ def test_each_entry_has_a_minimal_case_its_predicate_matches(entry):
 
 
 # ----- what a backend does, and what the table says about it ---------------------------------------
-def _cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    return set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
-
-
-CPU_FLAGS = _cpu_flags()
-
-
 def _available(backend: str) -> bool:
     return backend == SHAPE_INFERENCE or registry.get(backend).probe().available
 
@@ -173,7 +163,7 @@ def _too_wide(entry: Divergence, spec: Spec, seen: str, applying: list[Divergenc
     if seen == "pass" and spec.expect == "reject" and any(REFUSALS & set(f.verdicts) for f in others):
         return False  # refused, because of another matching entry's refusal
     flag = NEEDS_CPU_FLAG.get(entry.id)
-    return WIDER not in entry.reason and (flag is None or flag in CPU_FLAGS)
+    return WIDER not in entry.reason and (flag is None or flag in cpu_features.x86_flags())
 
 
 def disagreements(spec: Spec, backend: str, seen: str, version: str | None) -> list[str]:

@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from conftest import ROOT, skip_unless_openvino_applies, skip_without_cpu_flag
+from conftest import NEEDS_CPU_FLAG, ROOT, skip_unless_openvino_applies, skip_without_cpu_flag
 from deploykit import cpu_features
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
@@ -199,11 +199,6 @@ def test_tinygrad_returns_bfloat16_values_as_float32_and_refuses_other_feeds():
 
 def _repros() -> list[Path]:
     return sorted(REPROS.glob("*/repro.py"))
-
-
-#: repros of oneDNN's AMX bfloat16 kernels, measured on an AMX CPU: other CPUs run other kernels
-NEEDS_CPU_FLAG = dict.fromkeys(("openvino-bf16-3d-output-padding-unwritten", "torch-bf16-3d-output-padding-unwritten",
-                                "openvino-bf16-output-between-taps-crash", "openvino-bf16-strided-unreached-bias"), "amx_bf16")
 
 
 def _ort_cuda_available() -> bool:
