@@ -16,9 +16,9 @@ import timeit
 
 from deploykit.backends import get
 from deploykit.backends.base import BuildConfig
-from deploykit.onnxgen import build_case
-from deploykit.spec import ConvTransposeSpec
-from deploykit.timing import TimingOptions, measure
+from deploykit.backends.timing import TimingOptions, measure
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
 
 DECODER_LAYER = ConvTransposeSpec((1, 256, 32, 32), 128, (4, 4), strides=2, pads=1)
 

@@ -41,8 +41,7 @@ LOW, HIGH = 0.95, 1.05
 
 def no_gpu_reason() -> str | None:
     """Why this machine has no GPU to time on, or None."""
-    from deploykit import cuda_driver
-
+    from deploykit.backends.tensorrt import cuda_driver
     return cuda_driver.missing_reason()
 
 
@@ -91,7 +90,7 @@ class Rounds:
 
     def deploykit(self, name: str, iteration: Callable[[], object]) -> None:
         """deploykit's own engine: `measure` over the runner's iteration; both figures when there are two."""
-        from deploykit.timing import TimingOptions, measure
+        from deploykit.backends.timing import TimingOptions, measure
 
         def burst() -> dict[str, float]:
             stats = measure(iteration, TimingOptions(warmup_ms=20, iterations=10, duration_s=self.seconds))
@@ -130,8 +129,8 @@ def torch_lines(case, precision: str, rounds: int, seconds: float) -> list[dict]
 
     from deploykit.backends import get
     from deploykit.backends.base import BuildConfig
+    from deploykit.backends.gpu_timing import capture_graph
     from deploykit.backends.torch_backend import from_numpy
-    from deploykit.gpu_timing import capture_graph
 
     runner = get("torch-cuda").load(case, BuildConfig(precision=precision))
     runner.activate()
@@ -242,12 +241,12 @@ def main() -> int:
     if missing:
         print(f"no GPU: {missing}; nothing timed")
         return 0
-    from deploykit.gpu_timing import torch_cuda
+    from deploykit.backends.gpu_timing import torch_cuda
 
     if torch_cuda() is None:
         print("a GPU is present, but torch with CUDA (for CUDA events) is not: cannot time", file=sys.stderr)
         return 2
-    from deploykit.onnxgen import build_case
+    from deploykit.onnxio.write import build_case
     from deploykit.profile import matrix_spec
 
     case = build_case(matrix_spec("decoder", CONFIG))

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from deploykit import reference  # noqa: E402
+from deploykit.op import reference  # noqa: E402
 
 N, C, M, H, W, K, S, P = 1, 256, 128, 32, 32, 4, 2, 1
 TARGET_RATIO = 1.0

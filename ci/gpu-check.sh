@@ -70,7 +70,7 @@ fi
 export PYTHONPATH="$ROOT/.pylib:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export DEPLOYKIT_ENGINE_CACHE="$OUT/engine-cache"
 
-if ! "$PYTHON" -c "import deploykit.cli, deploykit.matrix, deploykit.harness" > "$OUT/imports.log" 2>&1; then
+if ! "$PYTHON" -c "import deploykit.cli, deploykit.conformance.matrix, deploykit.execution.harness" > "$OUT/imports.log" 2>&1; then
     note "deploykit cannot run here: $(tail -n 1 "$OUT/imports.log"); put the missing wheels in .whl/ (README, 'GPU check')"
     STATUS=2
     finish

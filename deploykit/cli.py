@@ -20,10 +20,10 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
+from deploykit.backends.timing import MATRIX_TIMING, TimingOptions
 from deploykit.errors import MissingDependency, RunAborted, RunInterrupted, UsageError
 from deploykit.outputs import check_paths, factory_source
 from deploykit.paths import KNOWN_DIVERGENCES
-from deploykit.timing import MATRIX_TIMING, TimingOptions
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,10 +126,11 @@ def backends_command() -> None:
 def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: bool, max_memory: str | None,
                      for_trtexec: bool, precision: str | None) -> None:
     """Write each config as model.onnx + test_data_set_0 (inputs and reference outputs)."""
-    from deploykit import resources, trtexec
-    from deploykit.matrix import load
-    from deploykit.onnxgen import build_case, check_problem, write_backend_test_case
-    from deploykit.reference import run_spec
+    from deploykit.backends.tensorrt import trtexec
+    from deploykit.conformance.matrix import load
+    from deploykit.execution import resources
+    from deploykit.onnxio.write import build_case, check_problem, write_backend_test_case
+    from deploykit.op.reference import run_spec
 
     if precision is not None and not for_trtexec:
         raise UsageError("--precision sets the build precision of trtexec.sh: give it with --trtexec")
@@ -222,10 +223,10 @@ def conformance_run(
 ) -> None:
     """Run a conformance matrix; exit 1 when a non-pass result is not a known divergence."""
     from deploykit import backends as registry
-    from deploykit import divergences
-    from deploykit.conformance import RunRequest, run
-    from deploykit.metrics import Tolerance
-    from deploykit.resources import parse_size
+    from deploykit.conformance.run import RunRequest, run
+    from deploykit.execution.resources import parse_size
+    from deploykit.op.judging import Tolerance
+    from deploykit.results import divergences
 
     check_paths(inputs={"--matrix": matrix, **_TABLE}, databases={"--db": db}, outputs={"--json": json_path})
     if not all(math.isfinite(v) for v in (timeout or 0.0, atol or 0.0, rtol or 0.0)):
@@ -287,7 +288,7 @@ def conformance_run(
 def _refuse_if_nothing_tested(results: list, hint: str) -> None:
     """A run whose every result is `unsupported` or `unavailable` tested nothing: exit 2, so a CI job
     that asked for it does not go green on it (its results are stored and reported all the same)."""
-    from deploykit.metrics import SKIPPED
+    from deploykit.op.judging import SKIPPED
 
     if any(result.verdict not in SKIPPED for result in results):
         return
@@ -297,8 +298,8 @@ def _refuse_if_nothing_tested(results: list, hint: str) -> None:
 
 def _summarize(run, results: list):
     """A run's summary, made with the known-divergence table it was judged with (stored with it)."""
-    from deploykit import divergences
-    from deploykit.summary import summarize
+    from deploykit.results import divergences
+    from deploykit.results.summary import summarize
 
     known = divergences.for_run(run.known_divergences)
     return summarize(results, run, known), known
@@ -339,7 +340,7 @@ def _timing_options(warmup_ms: float, iterations: int, duration: float, include_
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
-    from deploykit.conformance import parse_shard
+    from deploykit.conformance.run import parse_shard
 
     return None if text is None else parse_shard(text)
 
@@ -393,8 +394,8 @@ def _sigterm_as_interrupt():
 def conformance_judge(folder: Path, backend: str, precision: str, version: str | None, db: Path, atol: float | None,
                       rtol: float | None, shard: str | None, json_path: Path | None, max_memory: str | None) -> None:
     """Judge outputs a runtime produced elsewhere (a `generate` tree with answer files); exit 1 on a new finding."""
-    from deploykit.judge import JudgeRequest, judge
-    from deploykit.metrics import Tolerance
+    from deploykit.conformance.judge import JudgeRequest, judge
+    from deploykit.op.judging import Tolerance
 
     if not all(math.isfinite(v) for v in (atol or 0.0, rtol or 0.0)):
         raise UsageError("--atol and --rtol must be finite numbers")
@@ -403,7 +404,7 @@ def conformance_judge(folder: Path, backend: str, precision: str, version: str |
     if json_path:
         _check_writable_file(json_path, "--json")
     tolerance = None if atol is None and rtol is None else Tolerance(atol or 0.0, rtol or 0.0)
-    from deploykit.resources import parse_size
+    from deploykit.execution.resources import parse_size
 
     budget = parse_size(max_memory) if max_memory is not None else None
     outcome = judge(JudgeRequest(folder, backend, precision, version, db, tolerance, _shard(shard), budget))
@@ -429,7 +430,7 @@ def conformance_judge(folder: Path, backend: str, precision: str, version: str |
 @click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
 def conformance_report(db: Path, format_: str, output: Path | None, run_id: int | None) -> None:
     """Report a stored run: a table, JSON, Markdown (CI job summaries), JUnit XML or a self-contained HTML page."""
-    from deploykit.store import Store
+    from deploykit.results.store import Store
 
     check_paths(inputs=_TABLE, databases={"--db": db}, outputs={"-o": output})
     store = Store(db, create=False)
@@ -468,8 +469,8 @@ def conformance_compare(baseline: Path, baseline_run: int | None, db: Path, run_
     """Compare the current run with a baseline; exit 1 on any regression."""
     import dataclasses
 
-    from deploykit.compare import compare, load_side
     from deploykit.report.compare import comparison_markdown, print_comparison
+    from deploykit.results.compare import compare, load_side
 
     check_paths(databases={"--baseline": baseline, "--db": db}, outputs={"--json": json_path})
     for option, value in (("--ratio-growth", ratio_growth), ("--sigmas", sigmas)):
@@ -495,7 +496,7 @@ def conformance_compare(baseline: Path, baseline_run: int | None, db: Path, run_
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="the merged results database (new)")
 def conformance_merge(shards: tuple[Path, ...], output: Path) -> None:
     """Join the shards of one run (`conformance run --shard K/N` on N jobs) into one database."""
-    from deploykit.merge import merge
+    from deploykit.results.merge import merge
 
     check_paths(databases={"SHARDS": shards}, outputs={"-o": output})
     with _sigterm_as_interrupt():
@@ -528,9 +529,9 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
                      db: Path, jobs: int, timeout: float | None, resume: bool, json_path: Path | None) -> None:
     """Search configs with Hypothesis, shrink each failure class; exit 1 when a class is NEW."""
     from deploykit import backends as registry
-    from deploykit import divergences
     from deploykit.fuzz.search import FuzzRequest, fuzz
     from deploykit.report.fuzz import class_lines, classes_json
+    from deploykit.results import divergences
 
     check_paths(inputs=_TABLE, databases={"--db": db}, outputs={"--json": json_path})
     if not all(math.isfinite(v) for v in (budget or 0.0, timeout or 0.0)):
@@ -585,8 +586,8 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
 def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path, max_memory: str | None) -> None:
     """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
     from deploykit import backends as registry
-    from deploykit.repro import install_line, write_bundle
-    from deploykit.resources import parse_size
+    from deploykit.execution.resources import parse_size
+    from deploykit.repro.bundle import install_line, write_bundle
 
     check_paths(databases={"--db": db}, output_folders={"-o": output})
     registry.get(backend)
@@ -596,7 +597,7 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
     bundle = write_bundle(db, config, backend, output, run_id, budget)
     spec_label = bundle.result.label
     _say(f"wrote {', '.join(bundle.files)} to {output} ({bundle.result.verdict} of {backend} on {spec_label})")
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.op.spec import ConvTransposeSpec
 
     spec = ConvTransposeSpec.from_dict(bundle.result.spec)  # read already: write_bundle checked it
     _say(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}")
@@ -641,10 +642,10 @@ def profile_command(
 
     from deploykit import backends as registry
     from deploykit.backends import require_available
-    from deploykit.onnxread import parse_shape
+    from deploykit.execution.resources import parse_size
+    from deploykit.onnxio.read import parse_shape
     from deploykit.profile import failing_rows, matrix_spec, profile, report, targets_for_model, targets_for_spec
     from deploykit.report import profile_table
-    from deploykit.resources import parse_size
 
     check_paths(inputs={"MODEL": model, "--matrix": matrix}, outputs={"--json": json_path})
     if not (math.isfinite(warmup_ms) and math.isfinite(duration)):
@@ -717,8 +718,8 @@ def export_command(
 ) -> None:
     """Export TARGET (built-in example, package.module:factory or file.py:factory) to ONNX and verify it."""
     from deploykit import backends as registry
-    from deploykit import engines
     from deploykit.backends import require_available
+    from deploykit.backends.tensorrt import engines
     from deploykit.errors import lazy_import
     from deploykit.export.dynamic import batch_request, parse_request
     from deploykit.export.exporter import ExportFailed, ExportOptions, default_verify_backends, make_output_folder, run_export
@@ -779,8 +780,8 @@ def export_command(
 def _engine_settings(profile_name: str, precision: str, dtype: str):
     """The engine profile for --engine, checked before any work: a bad profile, a precision it
     leaves out, or no TensorRT/GPU here is one line, not a failure after the export."""
-    from deploykit import engines
-    from deploykit.engine_profiles import load_profile
+    from deploykit.backends.tensorrt import engines
+    from deploykit.backends.tensorrt.profiles import load_profile
 
     profile = load_profile(profile_name)
     problem = engines.precision_problem(precision, dtype, profile)
@@ -797,7 +798,7 @@ def _engine_settings(profile_name: str, precision: str, dtype: str):
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    from deploykit.onnxread import parse_dims
+    from deploykit.onnxio.read import parse_dims
 
     shape = parse_dims(text)
     if shape is None:
@@ -829,7 +830,7 @@ def lint_command(model: Path, backends: str | None, shapes: tuple[str, ...], db:
     new finding recorded in --db for a node's exact config, on a requested backend."""
     from deploykit import backends as registry
     from deploykit.lint import as_json, lint
-    from deploykit.onnxread import load_model, parse_shape, resolve_shapes
+    from deploykit.onnxio.read import load_model, parse_shape, resolve_shapes
     from deploykit.report.export import lint_summary
 
     check_paths(inputs={"MODEL": model, **_TABLE}, databases={"--db": db}, outputs={"--json": json_path})

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import onnx
 
-from deploykit import divergences
-from deploykit.hazards import HAZARDS
-from deploykit.onnxread import conv_transpose_nodes
-from deploykit.spec import ConvTransposeSpec
-from deploykit.store import Store
+from deploykit.onnxio.read import conv_transpose_nodes
+from deploykit.op.hazards import HAZARDS
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results import divergences
+from deploykit.results.store import Store
 
 #: Lint looks at every deployment runtime (`backends.deployment_targets()`) unless --backends says
 #: otherwise.  `onnx-shape-inference` is always included: every toolchain that reads shapes from
@@ -197,8 +197,8 @@ def lint(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None, back
                     report.recorded_findings = recorded_findings(report.verdicts, report.verdict_source, backends)
             reports.append(report)
     except sqlite3.DatabaseError as error:
-        from deploykit import dbcheck
         from deploykit.errors import UsageError
+        from deploykit.results import dbcheck
 
         if dbcheck.is_damage(error):
             raise dbcheck.damaged(db, error) from None

@@ -14,15 +14,16 @@ from pathlib import Path
 from onnx import helper
 
 from deploykit import backends as registry
-from deploykit import environment, resources
 from deploykit.backends.base import BuildConfig
+from deploykit.backends.timing import Stats, TimingOptions
+from deploykit.conformance.matrix import load as load_matrix
 from deploykit.errors import UsageError
-from deploykit.execute import no_cuda_graph_reason, run_backend
-from deploykit.matrix import load as load_matrix
-from deploykit.onnxgen import Case, build_case
-from deploykit.onnxread import case_from_model, conv_transpose_nodes, graph_inputs, load_model, resolve_shapes
-from deploykit.spec import ConvTransposeSpec
-from deploykit.timing import Stats, TimingOptions
+from deploykit.execution import resources
+from deploykit.execution.execute import no_cuda_graph_reason, run_backend
+from deploykit.onnxio.read import case_from_model, conv_transpose_nodes, graph_inputs, load_model, resolve_shapes
+from deploykit.onnxio.write import Case, build_case
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results import environment
 
 
 @dataclass

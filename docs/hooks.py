@@ -116,7 +116,7 @@ def _repro(path: str, repo_url: str | None) -> str:
 def divergence_table(table: list | None = None, repo_url: str | None = None) -> str:
     """conformance/known_divergences.yaml as a Markdown table (the same validated loader runs use)."""
     if table is None:
-        from deploykit.divergences import load
+        from deploykit.results.divergences import load
         table = load()
     lines = ["| id | backends | verdicts | limited to | reason | upstream | repro |", "|---|---|---|---|---|---|---|"]
     for entry in table:

@@ -43,7 +43,7 @@ def skip_unless_openvino_applies(precision: str) -> None:
     """Skip a check of OpenVINO at a reduced build precision where its CPU plugin does not run it,
     with OpenVINO's own reason (OPTIMIZATION_CAPABILITIES): there it is `unsupported`, not judged.
     On a CPU that lists the capability the check runs and asserts."""
-    from deploykit import cpu_features
+    from deploykit.backends import cpu_features
     from deploykit.backends.openvino import HINTS
 
     lacking = cpu_features.openvino_lacks(precision)
@@ -53,8 +53,7 @@ def skip_unless_openvino_applies(precision: str) -> None:
 
 def skip_without_cpu_flag(flag: str, why: str) -> None:
     """Skip what only a CPU with `flag` (as /proc/cpuinfo lists it) shows, saying what needs it."""
-    from deploykit import cpu_features
-
+    from deploykit.backends import cpu_features
     if flag not in cpu_features.x86_flags():
         pytest.skip(f"this CPU has no {flag}: {why}")
 

@@ -1,4 +1,4 @@
-"""Bit-level emulations of how each backend sums, written independently of deploykit.reference.
+"""Bit-level emulations of how each backend sums, written independently of deploykit.op.reference.
 
 Each function computes ConvTranspose in one specific order and precision, with plain NumPy
 arithmetic in the narrow type.  NumPy adds two float16 (or bfloat16) numbers through float32 and
@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from deploykit.onnxgen import NUMPY_DTYPES
-from deploykit.spec import ConvTransposeSpec
+from deploykit.onnxio.write import NUMPY_DTYPES
+from deploykit.op.spec import ConvTransposeSpec
 
 
 def _tap_products(spec: ConvTransposeSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -23,10 +23,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from deploykit.onnxgen import NUMPY_DTYPES
-from deploykit.onnxread import ONNX_TO_DTYPE, graph_inputs
-from deploykit.reference import run_spec
-from deploykit.spec import ConvTransposeSpec
+from deploykit.onnxio.read import ONNX_TO_DTYPE, graph_inputs
+from deploykit.onnxio.write import NUMPY_DTYPES
+from deploykit.op.reference import run_spec
+from deploykit.op.spec import ConvTransposeSpec
 
 
 def _options(argv: list[str]) -> dict[str, str]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from deploykit.backends.base import Availability, Capabilities
+from deploykit.backends.gpu_timing import HostOnly, Sample
 from deploykit.backends.reference import ReferenceBackend
-from deploykit.gpu_timing import HostOnly, Sample
 
 #: what FakeGpuBackend's samples say, plain and when replaying a CUDA graph
 PLAIN = Sample(host_ms=0.12, gpu_ms=0.08)

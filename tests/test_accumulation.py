@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import contextlib
 
+import emulation
 import numpy as np
 import pytest
-
-import emulation
 from conftest import skip_unless_openvino_applies
+
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
-from deploykit.bound import UNIT_ROUNDOFF, OneSum, SumThenBias, error_bound, gamma, smallest_subnormal
-from deploykit.execute import Executor
-from deploykit.matrix import load as load_matrix
-from deploykit.metrics import judge_output
-from deploykit.onnxgen import build_case
-from deploykit.reference import ExactAnswer
-from deploykit.spec import BFLOAT16_MIN_OPSET, ConvTransposeSpec
+from deploykit.conformance.matrix import load as load_matrix
+from deploykit.execution.execute import Executor
+from deploykit.onnxio.write import build_case
+from deploykit.op.bound import UNIT_ROUNDOFF, OneSum, SumThenBias, error_bound, gamma, smallest_subnormal
+from deploykit.op.judging import judge_output
+from deploykit.op.reference import ExactAnswer
+from deploykit.op.spec import BFLOAT16_MIN_OPSET, ConvTransposeSpec
 
 #: kernel extent > stride everywhere, so several taps reach each output and their order matters
 OVERLAPPING = {

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from deploykit import backends as registry
-from deploykit.backends.torch_backend import torch_padding
 from deploykit.backends.base import BuildConfig
+from deploykit.backends.torch_backend import torch_padding
 from deploykit.errors import UsageError
-from deploykit.onnxgen import build_case
-from deploykit.spec import ConvTransposeSpec
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
 
 
 def test_registry_knows_the_builtins_and_refuses_unknown_names():

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import ROOT
 from onnx import numpy_helper
 
 from deploykit import backends as registry
-
-from conftest import ROOT
 
 
 def deploykit(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 240):

@@ -8,15 +8,15 @@ import json
 
 import numpy as np
 import pytest
+from test_cli import assert_usage_error, deploykit
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
-from deploykit.divergences import Divergence, version_in
-from deploykit.execute import run_backend
-from deploykit.onnxgen import build_case
-from deploykit.onnxread import case_from_model
-from deploykit.spec import ConvTransposeSpec
-from test_cli import assert_usage_error, deploykit
+from deploykit.execution.execute import run_backend
+from deploykit.onnxio.read import case_from_model
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results.divergences import Divergence, version_in
 
 LAYER = ConvTransposeSpec((1, 4, 5, 5), 3, (3, 3), strides=2, pads=1)
 

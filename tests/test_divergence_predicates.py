@@ -33,17 +33,17 @@ from conftest import NEEDS_CPU_FLAG, ROOT
 from hypothesis import HealthCheck, Phase, given, settings
 
 from deploykit import backends as registry
-from deploykit import cpu_features
-from deploykit.divergences import EXPLAINABLE, Divergence, load, version_in
-from deploykit.execute import Executor
+from deploykit.backends import cpu_features
+from deploykit.execution.execute import Executor
+from deploykit.execution.harness import Task, WorkerOptions, run_tasks
 from deploykit.fuzz.strategies import specs
-from deploykit.harness import Task, WorkerOptions, run_tasks
-from deploykit.hazards import HAZARDS
 from deploykit.lint import SHAPE_INFERENCE, findings_for
-from deploykit.onnxgen import build_case, inferred_output_shape
-from deploykit.onnxread import conv_transpose_nodes
-from deploykit.spec import BFLOAT16_MIN_OPSET, SpecError
-from deploykit.spec import ConvTransposeSpec as Spec
+from deploykit.onnxio.read import conv_transpose_nodes
+from deploykit.onnxio.write import build_case, inferred_output_shape
+from deploykit.op.hazards import HAZARDS
+from deploykit.op.spec import BFLOAT16_MIN_OPSET, SpecError
+from deploykit.op.spec import ConvTransposeSpec as Spec
+from deploykit.results.divergences import EXPLAINABLE, Divergence, load, version_in
 
 TABLE = load()
 #: Minimal cases of the entries that have no repro folder: the configs their reasons describe.

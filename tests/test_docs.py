@@ -20,8 +20,8 @@ import click
 import pytest
 
 from deploykit.cli import app
-from deploykit.divergences import load
-from deploykit.metrics import VERDICTS
+from deploykit.op.judging import VERDICTS
+from deploykit.results.divergences import load
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -17,17 +17,17 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-
 from conftest import NEEDS_CPU_FLAG, ROOT, skip_unless_openvino_applies, skip_without_cpu_flag
-from deploykit import cpu_features
-from deploykit import backends as registry
-from deploykit.backends.base import BuildConfig
-from deploykit.divergences import load as load_divergences
-from deploykit.execute import Executor
-from deploykit.onnxgen import build_case
-from deploykit.reference import run_spec
-from deploykit.spec import ConvTransposeSpec
 from test_cli import deploykit
+
+from deploykit import backends as registry
+from deploykit.backends import cpu_features
+from deploykit.backends.base import BuildConfig
+from deploykit.execution.execute import Executor
+from deploykit.onnxio.write import build_case
+from deploykit.op.reference import run_spec
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results.divergences import load as load_divergences
 
 REPROS = ROOT / "conformance" / "repros"
 
@@ -154,8 +154,8 @@ def test_tvm_target_is_generic_unless_the_mcpu_hint_names_a_cpu():
 QUIET_REFUSAL = """
 from deploykit import backends
 from deploykit.backends.base import BuildConfig
-from deploykit.onnxgen import build_case
-from deploykit.spec import ConvTransposeSpec
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
 spec = ConvTransposeSpec((1, 2, 6), 2, (3,), strides=2, dilations=3, output_padding=2)
 runner = backends.get("tvm-cpu").load(build_case(spec), BuildConfig())
 try:

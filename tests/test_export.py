@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import textwrap
 
-import pytest
-
 import onnx
+import pytest
+from test_cli import assert_usage_error, deploykit
 
 from deploykit.export.examples import EXAMPLES
 from deploykit.export.exporter import default_verify_backends
-from deploykit.onnxgen import build_case
-from deploykit.spec import ConvTransposeSpec
-from test_cli import assert_usage_error, deploykit
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
 
 pytest.importorskip("torch")
 

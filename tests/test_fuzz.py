@@ -17,10 +17,10 @@ from rich.console import Console
 from deploykit.fuzz.classes import class_of, group, signature, size_key
 from deploykit.fuzz.search import FuzzRequest, _settings, fuzz
 from deploykit.fuzz.strategies import specs, valid_specs
+from deploykit.op.spec import DTYPES, ConvTransposeSpec
 from deploykit.report.fuzz import minimal_config
-from deploykit.result import Result
-from deploykit.spec import DTYPES, ConvTransposeSpec
-from deploykit.store import Store
+from deploykit.results.result import Result
+from deploykit.results.store import Store
 
 SPEC = ConvTransposeSpec(input_shape=(1, 1, 4), out_channels=1, kernel_shape=(3,))
 

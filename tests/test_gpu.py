@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from deploykit.backends import get
-from deploykit.execute import Executor
-from deploykit.matrix import load
-from deploykit.timing import TimingOptions
+from deploykit.backends.timing import TimingOptions
+from deploykit.conformance.matrix import load
+from deploykit.execution.execute import Executor
 
 
 def _skip_unless_available(name: str):
@@ -67,7 +67,7 @@ def test_smoke_matrix_on_gpu(backend):
 @pytest.mark.gpu
 def test_torch_cuda_tf32_widens_the_bound_instead_of_failing():
     _skip_unless_available("torch-cuda")
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.op.spec import ConvTransposeSpec
 
     spec = ConvTransposeSpec((1, 256, 16, 16), 128, (4, 4), strides=2, pads=1)
     strict = Executor(known=[]).run(spec, "torch-cuda")

@@ -14,19 +14,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import emulation
 import ml_dtypes
 import numpy as np
 import pytest
 
-import emulation
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
-from deploykit.bound import OneSum
-from deploykit.divergences import load as load_known
-from deploykit.metrics import judge_output
-from deploykit.onnxgen import NUMPY_DTYPES, make_inputs
-from deploykit.reference import ExactAnswer
-from deploykit.spec import ConvTransposeSpec
+from deploykit.onnxio.write import NUMPY_DTYPES, make_inputs
+from deploykit.op.bound import OneSum
+from deploykit.op.judging import judge_output
+from deploykit.op.reference import ExactAnswer
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results.divergences import load as load_known
 
 FIXTURE = Path(__file__).parent / "data" / "gpu_h200"
 CASES = json.loads((FIXTURE / "cases.json").read_text())

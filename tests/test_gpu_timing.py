@@ -12,23 +12,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gpu_fakes
 import numpy as np
 import pytest
 from rich.console import Console
+from test_cli import assert_usage_error, deploykit
 
-import gpu_fakes
-from deploykit import cuda_driver, gpu_timing
+from deploykit.backends import gpu_timing, torch_backend
 from deploykit.backends import ort as ort_backend
 from deploykit.backends import tensorrt as trt_backend
-from deploykit.backends import torch_backend
 from deploykit.backends.base import BuildConfig
+from deploykit.backends.gpu_timing import NO_EVENTS, HostOnly, Sample
 from deploykit.backends.ort import GRAPH_CAPTURE_RUNS, OrtRunner
-from deploykit.gpu_timing import NO_EVENTS, HostOnly, Sample
-from deploykit.onnxgen import build_case
-from deploykit.spec import ConvTransposeSpec
-from deploykit.store import SCHEMA_VERSION, Store
-from deploykit.timing import TimingOptions, measure, summarise
-from test_cli import assert_usage_error, deploykit
+from deploykit.backends.tensorrt import cuda_driver
+from deploykit.backends.timing import TimingOptions, measure, summarise
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results.store import SCHEMA_VERSION, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"

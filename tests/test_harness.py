@@ -10,8 +10,9 @@ import sys
 import time
 
 from conftest import ROOT
-from deploykit.harness import Task, WorkerOptions, run_tasks
-from deploykit.spec import ConvTransposeSpec
+
+from deploykit.execution.harness import Task, WorkerOptions, run_tasks
+from deploykit.op.spec import ConvTransposeSpec
 
 SPEC = ConvTransposeSpec((1, 2, 4, 4), 3, (3, 3), strides=2, pads=1)
 OTHER = ConvTransposeSpec((1, 2, 5), 2, (2,), strides=2)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from deploykit.divergences import load, match
-from deploykit.hazards import HAZARDS
 from deploykit.lint import findings_for
-from deploykit.spec import ConvTransposeSpec as Spec
+from deploykit.op.hazards import HAZARDS
+from deploykit.op.spec import ConvTransposeSpec as Spec
+from deploykit.results.divergences import load, match
 
 BF16 = dict(dtype="bfloat16", opset=22)
 #: the torch-cpu / openvino-cpu bfloat16 class minimum (3-D, output_padding on depth)

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_cli import deploykit
 
 from deploykit.cli import main
-from deploykit.dbcheck import DatabaseDamaged
-from deploykit.store import SCHEMA_VERSION, Store
-
-from test_cli import deploykit
+from deploykit.results.dbcheck import DatabaseDamaged
+from deploykit.results.store import SCHEMA_VERSION, Store
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -204,7 +203,7 @@ def test_a_store_failure_mid_fuzz_stops_the_search_in_one_line(tmp_path, monkeyp
 
 # ----- databases from older schemas -----------------------------------------------------------
 #: The tables as schema versions 1 (the first store) and 2 (runs.owner, accumulation columns) made
-#: them, from deploykit/store.py's history; each version wrote its number into meta.
+#: them, from deploykit/results/store.py's history; each version wrote its number into meta.
 _V1_RESULT_COLUMNS = ["config_id", "label", "backend", "dtype", "verdict", "reason", "known_divergence", "expect",
                       "max_abs_err", "max_rel_err", "rel_l2_err", "max_ulp_err", "bound_ratio", "expected_shape",
                       "actual_shape", "onnx_inferred_shape", "backend_version", "duration_ms", "spec",
@@ -507,7 +506,7 @@ def test_a_well_formed_json_report_still_compares(capsys, results_db, json_repor
 
 # ----- repro's memory budget; stored configs no deploykit wrote --------------------------------
 def _stored_result(db: Path, spec, backend: str = "ort-cpu", verdict: str = "rejected") -> None:
-    from deploykit.result import Result
+    from deploykit.results.result import Result
 
     store = Store(db)
     run_id = store.start_run("test", {}, {"cpu": "test cpu"}, 1)
@@ -521,7 +520,7 @@ def _stored_result(db: Path, spec, backend: str = "ort-cpu", verdict: str = "rej
     ((1, 1, 100_000, 100_000), [], "needs about"),  # the default budget: at most 4 GiB
 ])
 def test_repro_refuses_a_config_over_its_memory_budget_before_any_work(capsys, tmp_path, shape, option, message):
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.op.spec import ConvTransposeSpec
 
     spec = ConvTransposeSpec(shape, 2, (3, 3))
     _stored_result(tmp_path / "r.db", spec)
@@ -535,7 +534,7 @@ def test_repro_refuses_a_config_over_its_memory_budget_before_any_work(capsys, t
                                   {"input_shape": "x", "out_channels": 1, "kernel_shape": 1}])
 @pytest.mark.parametrize("command", ["repro", "report"])
 def test_a_stored_config_no_deploykit_wrote_is_one_line(capsys, tmp_path, spec, command):
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.op.spec import ConvTransposeSpec
 
     good = ConvTransposeSpec((1, 2, 3, 3), 2, (2, 2), output_shape=(9, 9))
     _stored_result(tmp_path / "r.db", good, verdict="shape-mismatch")
@@ -561,10 +560,10 @@ UNCHECKABLE = [
 
 @pytest.mark.parametrize("config", UNCHECKABLE)
 def test_generate_writes_a_case_onnx_check_rejects_and_says_so(capsys, tmp_path, config):
-    from deploykit.onnxgen import build_case, check_problem
-    from deploykit.spec import ConvTransposeSpec
-
     import yaml
+
+    from deploykit.onnxio.write import build_case, check_problem
+    from deploykit.op.spec import ConvTransposeSpec
 
     spec = ConvTransposeSpec.from_dict({k: v for k, v in yaml.safe_load(config).items() if k != "name"})
     if check_problem(build_case(spec).model) is None:
@@ -638,12 +637,11 @@ LONG_REFUSAL = ("while running node ConvTranspose_0 in graph main: " + "frame " 
 
 
 def test_a_long_runtime_message_is_kept_whole_and_cut_only_in_the_terminal_table(capsys, tmp_path):
-    from deploykit.backends.base import Availability, Backend, CallableRunner
-    from deploykit.execute import run_backend
-    from deploykit.backends.base import BuildConfig
-    from deploykit.onnxgen import build_case
-    from deploykit.result import Result
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner
+    from deploykit.execution.execute import run_backend
+    from deploykit.onnxio.write import build_case
+    from deploykit.op.spec import ConvTransposeSpec
+    from deploykit.results.result import Result
 
     class Verbose(Backend):
         name = "verbose"
@@ -729,7 +727,7 @@ def test_profile_refuses_a_model_declaring_huge_inputs_before_drawing_them(capsy
 
 def test_judge_refuses_a_case_over_the_memory_budget_before_drawing_it(capsys, inputs, tmp_path):
     """A forged (or hand-edited) case whose config needs more than the budget: named, never drawn."""
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.op.spec import ConvTransposeSpec
 
     tree = Path(shutil.copytree(inputs / "tree", tmp_path / "tree"))
     [meta_path] = tree.glob("*/deploykit.json")
@@ -759,8 +757,8 @@ def _axes_matrix(count: int, keys: tuple[str, ...], header: str = "") -> str:
 ])
 @pytest.mark.timeout(120)
 def test_axes_that_would_expand_without_end_are_refused(tmp_path, text, message):
+    from deploykit.conformance.matrix import load
     from deploykit.errors import UsageError
-    from deploykit.matrix import load
 
     (tmp_path / "m.yaml").write_text(text)
     started = time.perf_counter()

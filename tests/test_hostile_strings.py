@@ -21,21 +21,21 @@ from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
+from test_cli import deploykit
 
-from deploykit.compare import Change, Comparison
-from deploykit.divergences import Divergence
 from deploykit.fuzz.classes import ClassKey, FailureClass
 from deploykit.lint import Finding, NodeReport
+from deploykit.op.spec import ConvTransposeSpec
 from deploykit.report import print_summary, profile_table, to_html, to_json_report, to_junit, to_markdown
 from deploykit.report.compare import comparison_markdown, print_comparison
 from deploykit.report.escape import one_line, visible
 from deploykit.report.export import lint_summary
 from deploykit.report.fuzz import class_lines
-from deploykit.result import Result
-from deploykit.spec import ConvTransposeSpec
-from deploykit.store import Run
-from deploykit.summary import summarize
-from test_cli import deploykit
+from deploykit.results.compare import Change, Comparison
+from deploykit.results.divergences import Divergence
+from deploykit.results.result import Result
+from deploykit.results.store import Run
+from deploykit.results.summary import summarize
 
 HOSTILE = {
     "rich-close": "[/bold]close",
@@ -267,8 +267,8 @@ def test_the_repro_issue_shows_a_runtimes_message_as_data(tmp_path, text):
     """ISSUE.md is pasted into an upstream tracker: the runtime's message and the environment are data there too."""
     from markdown_it import MarkdownIt
 
-    from deploykit.repro import write_bundle
-    from deploykit.store import Store
+    from deploykit.repro.bundle import write_bundle
+    from deploykit.results.store import Store
 
     spec = ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(1,), output_shape=(2,), bias=False)
     result = replace(Result.for_spec(spec, "ort-cpu", "rejected", text), backend_version="1.0")
@@ -287,7 +287,7 @@ def test_the_repro_issue_shows_a_runtimes_message_as_data(tmp_path, text):
 def test_a_message_with_an_undecodable_byte_is_stored_not_lost(tmp_path):
     """Python decodes an undecodable byte of a file name to a lone surrogate; a runtime's message
     quoting that name must be stored (written out), not stop the run with a traceback."""
-    from deploykit.store import Store
+    from deploykit.results.store import Store
 
     spec = ConvTransposeSpec((1, 2, 5), 2, (3,))
     store = Store(tmp_path / "r.db")

@@ -40,8 +40,8 @@ print(len(names))
 
 def test_missing_torch_makes_torch_cpu_unavailable_with_the_install_command(tmp_path):
     code = """
-from deploykit.execute import Executor
-from deploykit.spec import ConvTransposeSpec
+from deploykit.execution.execute import Executor
+from deploykit.op.spec import ConvTransposeSpec
 r = Executor(known=[]).run(ConvTransposeSpec((1, 2, 3, 3), 2, (2, 2)), 'torch-cpu')
 print(r.verdict, '|', r.reason)
 """

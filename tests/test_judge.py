@@ -18,18 +18,17 @@ import ml_dtypes
 import numpy as np
 import onnx
 import pytest
+from conftest import TESTS
 from onnx import numpy_helper
+from test_cli import deploykit
 
 from deploykit import backends as registry
-from deploykit import divergences
 from deploykit.backends.base import BuildConfig
-from deploykit.bound import describe
 from deploykit.cli import main
-from deploykit.judge import JudgeRequest, judge
-from deploykit.onnxgen import NUMPY_DTYPES
-
-from conftest import TESTS
-from test_cli import deploykit
+from deploykit.conformance.judge import JudgeRequest, judge
+from deploykit.onnxio.write import NUMPY_DTYPES
+from deploykit.op.bound import describe
+from deploykit.results import divergences
 
 SMALL = """
 name: judge-small
@@ -518,7 +517,7 @@ def test_the_trtexec_script_leaves_no_answer_where_trtexec_dies_or_is_missing(tr
 
 
 def test_decimal_digits_are_read_from_the_text():
-    from deploykit.answers import _half_unit, _significant_digits
+    from deploykit.conformance.answers import _half_unit, _significant_digits
 
     assert [_significant_digits(Decimal(t)) for t in ("0.5", "1.23457e+08", "-0.000123457", "100", "0")] == [1, 6, 6, 1, 1]
     assert _half_unit(Decimal("1.23457e+08"), 6) >= 500.0 and _half_unit(Decimal("0"), 6) == 0.0
@@ -526,7 +525,7 @@ def test_decimal_digits_are_read_from_the_text():
 
 
 def test_float_types_need_these_digits():
-    from deploykit.answers import ROUND_TRIP_DIGITS
+    from deploykit.conformance.answers import ROUND_TRIP_DIGITS
 
     for dtype, digits in ROUND_TRIP_DIGITS.items():
         values = np.random.default_rng(0).standard_normal(2000).astype(NUMPY_DTYPES[dtype])

@@ -8,11 +8,11 @@ import textwrap
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from deploykit.onnxgen import build_case
-from deploykit.onnxread import module_path_from_metadata, module_path_from_parameters
-from deploykit.spec import ConvTransposeSpec
 from test_cli import deploykit
+
+from deploykit.onnxio.read import module_path_from_metadata, module_path_from_parameters
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
 
 # One ungrouped float32 layer, and recorded configs around it: the two nearest by attribute count
 # are of another kind (grouped, float16); only the plain ones say anything about this layer.

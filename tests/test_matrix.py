@@ -10,13 +10,13 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
-from deploykit import divergences
+
+from deploykit.conformance.matrix import load
 from deploykit.errors import UsageError
-from deploykit.matrix import load
+from deploykit.op.spec import ConvTransposeSpec, SpecError
 from deploykit.paths import KNOWN_DIVERGENCES
-from deploykit.spec import ConvTransposeSpec, SpecError
+from deploykit.results import divergences
 
 
 def test_smoke_covers_every_attribute():

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
-from deploykit.errors import UsageError
 from test_cli import assert_usage_error, deploykit
+
+from deploykit.errors import UsageError
 
 BACKENDS = "reference,onnx-reference"
 WHOLE = 62  # the smoke matrix's 31 configs on two backends
@@ -54,7 +54,7 @@ def _copy_shards(shards: Path, tmp_path: Path) -> None:
 SLOW_MERGE = """
 import sys, time
 from pathlib import Path
-import deploykit.store as store
+import deploykit.results.store as store
 original = store.Store.add
 def slow_add(self, run_id, result):
     Path(sys.argv[1]).touch()  # the merge is writing results now
@@ -132,7 +132,7 @@ def test_merge_never_replaces_an_existing_file_and_names_o(shards, tmp_path):
 
 
 def test_a_file_that_appears_during_the_merge_is_kept(tmp_path):
-    from deploykit.merge import _publish
+    from deploykit.results.merge import _publish
 
     staging, output = tmp_path / ".m.db.1.merging", tmp_path / "m.db"
     staging.write_text("merged")
@@ -161,7 +161,7 @@ def test_merge_takes_the_same_backends_in_another_order_and_refuses_another_set(
 
 def test_fuzz_resume_takes_the_same_backends_in_another_order(tmp_path):
     from deploykit.fuzz.search import FuzzRequest, _resumed
-    from deploykit.store import Store
+    from deploykit.results.store import Store
 
     db = tmp_path / "f.db"
     store = Store(db)
@@ -177,7 +177,7 @@ def test_fuzz_resume_takes_the_same_backends_in_another_order(tmp_path):
 
 
 def test_run_resume_takes_the_same_backends_in_another_order():
-    from deploykit.conformance import RunRequest, _check_resume_options
+    from deploykit.conformance.run import RunRequest, _check_resume_options
 
     stored = {"backends": ["reference", "ort-cpu"], "precisions": ["fp32", "fp16"]}
     _check_resume_options(RunRequest("smoke", ["ort-cpu", "reference"], precisions=["fp16", "fp32"],

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from deploykit.bound import OneSum, error_bound, gamma
-from deploykit.execute import Executor
-from deploykit.metrics import Tolerance, judge_output, measure, ulp_distance
-from deploykit.onnxgen import build_case
-from deploykit.reference import ExactAnswer
-from deploykit.spec import ConvTransposeSpec
+from deploykit.execution.execute import Executor
+from deploykit.onnxio.write import build_case
+from deploykit.op.bound import OneSum, error_bound, gamma
+from deploykit.op.judging import Tolerance, judge_output, measure, ulp_distance
+from deploykit.op.reference import ExactAnswer
+from deploykit.op.spec import ConvTransposeSpec
 
 DECODER_F32 = ConvTransposeSpec((1, 32, 8, 8), 16, (4, 4), strides=2, pads=1)
 FLOAT32 = (OneSum("float32"),)
@@ -115,7 +115,7 @@ def _tf32(array: np.ndarray) -> np.ndarray:
 def test_float32_model_computed_with_narrower_operands_is_drift(spec, lower):
     """The silent precision loss a float32 deployment must never pass: a kernel that rounds the
     operands to float16 or TF32 (an unrequested fast path) while summing in float32."""
-    from deploykit.reference import run_spec
+    from deploykit.op.reference import run_spec
 
     case = build_case(spec)
     exact = ExactAnswer(spec, case.x, case.w, case.b)

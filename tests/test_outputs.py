@@ -9,15 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from deploykit.errors import UsageError
-from deploykit.onnxgen import build_case
-from deploykit.outputs import check_paths
-from deploykit.spec import ConvTransposeSpec
-from deploykit.store import Store
-
 from conftest import ROOT
 from test_cli import assert_usage_error, deploykit
+
+from deploykit.errors import UsageError
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.outputs import check_paths
+from deploykit.results.store import Store
 
 SPEC = ConvTransposeSpec(input_shape=(1, 1, 3), out_channels=1, kernel_shape=(2,))
 FACTORY = "import torch\n\n\ndef make():\n    return torch.nn.ConvTranspose1d(1, 1, 2), (torch.randn(1, 1, 3),)\n"

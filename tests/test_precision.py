@@ -13,18 +13,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import skip_unless_openvino_applies
+
 from deploykit import backends as registry
-from deploykit import cpu_features
-from deploykit.backends.base import (AppliedPrecision, Availability, Backend, BuildConfig, CallableRunner, Capabilities,
-                                     precision_not_applied)
+from deploykit.backends import cpu_features
+from deploykit.backends.base import AppliedPrecision, Availability, Backend, BuildConfig, CallableRunner, Capabilities, precision_not_applied
 from deploykit.backends.openvino import OpenVinoRunner
 from deploykit.backends.reference import ReferenceBackend
 from deploykit.backends.tract import TractRunner
-from deploykit.execute import Executor, run_backend
-from deploykit.onnxgen import build_case
-from deploykit.spec import ConvTransposeSpec
+from deploykit.execution.execute import Executor, run_backend
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
 
 LAYER = ConvTransposeSpec((1, 8, 6, 6), 4, (4, 4), strides=2, pads=1)
 NO_FP16 = ("BF16", "WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT")  # what OpenVINO lists on an AVX512-BF16 CPU

@@ -6,10 +6,10 @@ import json
 
 import onnx
 import pytest
-
-from deploykit.onnxgen import build_case
-from deploykit.spec import ConvTransposeSpec
 from test_cli import assert_usage_error, deploykit
+
+from deploykit.onnxio.write import build_case
+from deploykit.op.spec import ConvTransposeSpec
 
 FAST = ["--warmup-ms", "5", "--duration", "0.05", "--iterations", "5"]
 STAT_KEYS = ("min_ms", "median_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "samples",

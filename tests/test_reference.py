@@ -1,4 +1,4 @@
-"""Tests of the float64 ConvTranspose oracle (deploykit.reference) and of spec padding rules.
+"""Tests of the float64 ConvTranspose oracle (deploykit.op.reference) and of spec padding rules.
 
 Three independent sources of truth:
   * the ConvTranspose node cases shipped with onnx (known answers),
@@ -11,14 +11,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import onnx
-
-from deploykit import reference
-from deploykit.spec import ConvTransposeSpec, SpecError, resolve_pads, split_total_padding
+from deploykit.op import reference
+from deploykit.op.spec import ConvTransposeSpec, SpecError, resolve_pads, split_total_padding
 
 
 # ----- known answers: the onnx node test cases ------------------------------------------------

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
-from deploykit.compare import Side, compare, key
-from deploykit.result import Result
-from deploykit.spec import ConvTransposeSpec
 from test_cli import assert_usage_error, deploykit
+
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results.compare import Side, compare, key
+from deploykit.results.result import Result
 
 CPU = "reference,ort-cpu"
 
@@ -219,8 +219,8 @@ def test_shards_mix_the_backends():
     so the shard with the slow one was the slowest. Each shard must hold every backend, about evenly."""
     from collections import Counter
 
-    from deploykit.conformance import _tasks
-    from deploykit.matrix import load as load_matrix
+    from deploykit.conformance.matrix import load as load_matrix
+    from deploykit.conformance.run import _tasks
 
     backends = ["reference", "onnx-reference", "ort-cpu", "torch-cpu", "openvino-cpu", "tract-cpu"]
     tasks = _tasks(load_matrix("default"), backends, ["fp32"])
@@ -302,9 +302,9 @@ def test_every_deploykit_command_in_the_pipelines_exists_with_its_options(pipeli
 
 def test_narrow_sum_evidence_comes_from_passing_results_only():
     """A drift's float32_sum_ratio measures the defect, not how the backend sums: it is no evidence."""
-    from deploykit.result import Result
-    from deploykit.spec import ConvTransposeSpec
-    from deploykit.summary import summarize
+    from deploykit.op.spec import ConvTransposeSpec
+    from deploykit.results.result import Result
+    from deploykit.results.summary import summarize
 
     spec = ConvTransposeSpec(input_shape=(1, 1, 4), out_channels=1, kernel_shape=(3,), dtype="float16")
     healthy = Result.for_spec(spec, "torch-cpu", "pass")

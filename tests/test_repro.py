@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_outputs import _snapshot
 
 from deploykit.errors import UsageError
-from deploykit.execute import Executor
-from deploykit.repro import script_text, write_bundle
-from deploykit.spec import ConvTransposeSpec
-from deploykit.store import Store
-
-from test_outputs import _snapshot
+from deploykit.execution.execute import Executor
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.repro.bundle import script_text, write_bundle
+from deploykit.results.store import Store
 
 #: repro.py run with these imports made impossible: it must need none of them
 BLOCKED = ("deploykit", "onnx", "ml_dtypes", "hypothesis", "rich", "click")
@@ -77,7 +76,7 @@ def test_a_run_with_several_precisions_reproduces_its_fp32_result(tmp_path):
 
 
 def test_issue_title_without_a_recorded_version(tmp_path):
-    from deploykit.repro import issue_title
+    from deploykit.repro.bundle import issue_title
 
     db = _stored(tmp_path, OUTPUT_SHAPE_EXTENSION, "ort-cpu")
     bundle = write_bundle(db, OUTPUT_SHAPE_EXTENSION.id, "ort-cpu", tmp_path / "bundle")
@@ -319,7 +318,7 @@ def test_a_run_judged_with_atol_0_gives_a_bundle_that_exits_1(tmp_path):
 
 def test_a_pass_under_a_generous_tolerance_is_not_bundled(tmp_path):
     """A result beyond the rounding-error bound passes a run with --atol 1e9: repro has nothing to reproduce."""
-    from deploykit.metrics import Tolerance
+    from deploykit.op.judging import Tolerance
 
     result = Executor(tolerance=Tolerance(1e9, 0.0)).run(VALID, "ort-cpu")
     assert result.verdict == "pass"

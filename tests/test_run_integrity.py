@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, without_root_overrides
-from deploykit import resources
-from deploykit.harness import Task, WorkerOptions, run_tasks
-from deploykit.spec import ConvTransposeSpec
-from deploykit.store import SCHEMA_VERSION
 from test_cli import assert_usage_error, deploykit
+
+from deploykit.execution import resources
+from deploykit.execution.harness import Task, WorkerOptions, run_tasks
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.results.store import SCHEMA_VERSION
 
 LAYER = "{input_shape: [1, 2, 3, 3], out_channels: 2, kernel_shape: 2}"
 
@@ -75,7 +75,7 @@ def test_the_estimate_covers_what_a_task_really_allocates():
     estimate must be above their real peak, and not absurdly so."""
     import tracemalloc
 
-    from deploykit.execute import Executor
+    from deploykit.execution.execute import Executor
 
     spec = ConvTransposeSpec((2, 32, 12, 12), 16, (5, 5), strides=2, pads=1, dtype="float16")
     executor = Executor(known=[])
@@ -399,8 +399,7 @@ def test_liveness_of_a_run_owner():
     import socket
     import time as _time
 
-    from deploykit import liveness
-
+    from deploykit.execution import liveness
     now = _time.time()
     parent = {"host": socket.gethostname(), "pid": _os.getppid(), "start": liveness._start_time(_os.getppid())}
     assert liveness.still_running(None, now, 120) is None

@@ -18,26 +18,26 @@ import types
 from dataclasses import replace
 from pathlib import Path
 
+import emulation
 import ml_dtypes
 import numpy as np
 import pytest
-
-import emulation
 from conftest import ROOT
-from deploykit import backends as registry
-from deploykit import cuda_driver, engines
-from deploykit.backends.base import Availability, BuildConfig
-from deploykit.backends.tensorrt import TensorRtBackend, TensorRtRunner
-from deploykit.bound import OneSum
-from deploykit.engine_cache import BuildHost, EngineCache, engine_key
-from deploykit.engine_profiles import PROFILE_ENVIRONMENT, chosen_profile, known_profiles, load_profile
-from deploykit.errors import UsageError
-from deploykit.execute import Executor, run_backend
-from deploykit.metrics import judge_output
-from deploykit.onnxgen import build_case
-from deploykit.reference import ExactAnswer
-from deploykit.spec import ConvTransposeSpec
 from test_cli import _backend_rows, assert_usage_error, deploykit
+
+from deploykit import backends as registry
+from deploykit.backends.base import Availability, BuildConfig
+from deploykit.backends.tensorrt import cuda_driver, engines
+from deploykit.backends.tensorrt.cache import BuildHost, EngineCache, engine_key
+from deploykit.backends.tensorrt.profiles import PROFILE_ENVIRONMENT, chosen_profile, known_profiles, load_profile
+from deploykit.backends.tensorrt.runner import TensorRtBackend, TensorRtRunner
+from deploykit.errors import UsageError
+from deploykit.execution.execute import Executor, run_backend
+from deploykit.onnxio.write import build_case
+from deploykit.op.bound import OneSum
+from deploykit.op.judging import judge_output
+from deploykit.op.reference import ExactAnswer
+from deploykit.op.spec import ConvTransposeSpec
 
 LAYER = ConvTransposeSpec((1, 4, 5, 5), 3, (3, 3), strides=2, pads=1)
 HOST = BuildHost("10.13.0.35", "0.53.6", "NVIDIA H100 80GB HBM3", "9.0")
@@ -81,7 +81,7 @@ def fake_libcuda(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def driver(monkeypatch, fake_libcuda):
-    """deploykit.cuda_driver loads the stand-in (its answer is cached per process: cleared here)."""
+    """deploykit.backends.tensorrt.cuda_driver loads the stand-in (its answer is cached per process: cleared here)."""
     monkeypatch.setattr(cuda_driver, "DRIVER_LIBRARY", str(fake_libcuda))
     cuda_driver.visible_device.cache_clear()
     yield
@@ -218,7 +218,7 @@ def test_cache_key_is_stable_and_changes_with_every_part():
     key = engine_key(model, build, HOST)
     assert key == engine_key(bytes(model), dict(reversed(list(build.items()))), HOST)  # order never matters
     # the same key from a fresh interpreter: nothing process-specific (hash seeds, ids) goes in
-    script = ("import json, sys; from deploykit.engine_cache import BuildHost, engine_key; "
+    script = ("import json, sys; from deploykit.backends.tensorrt.cache import BuildHost, engine_key; "
               "print(engine_key(bytes.fromhex(sys.argv[1]), json.loads(sys.argv[2]), BuildHost(*sys.argv[3:])))")
     fresh = subprocess.run([sys.executable, "-c", script, model.hex(), json.dumps(build), *HOST.__dict__.values()],
                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "7"})
@@ -314,7 +314,7 @@ def test_the_runner_reads_raw_outputs_in_the_models_type_and_refuses_mistyped_fe
     from polygraphy.common import FormattedArray
 
     from deploykit.backends.base import TensorMeta
-    from deploykit.backends.tensorrt import _host_array
+    from deploykit.backends.tensorrt.runner import _host_array
 
     y = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16)
     raw = FormattedArray(np.frombuffer(y.tobytes(), np.uint8).copy(), shape=(2, 3))
@@ -587,7 +587,7 @@ def _available_tensorrt():
 def test_tensorrt_smoke_matrix(precision, tmp_path, monkeypatch):
     _available_tensorrt()
     monkeypatch.setenv("DEPLOYKIT_ENGINE_CACHE", str(tmp_path))
-    from deploykit.matrix import load
+    from deploykit.conformance.matrix import load
 
     executor = Executor(latency={"warmup_ms": 10, "iterations": 5, "duration_s": 0.02, "include_transfers": False})
     failures = []

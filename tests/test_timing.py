@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploykit.timing import NOISY_CV, TimingOptions, compute_stats, measure
+from deploykit.backends.timing import NOISY_CV, TimingOptions, compute_stats, measure
 
 
 def test_percentiles_are_linear_interpolated_order_statistics():

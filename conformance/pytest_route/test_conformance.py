@@ -12,8 +12,8 @@ import os
 import pytest
 
 from deploykit import backends as registry
-from deploykit.execute import Executor
-from deploykit.matrix import load
+from deploykit.conformance.matrix import load
+from deploykit.execution.execute import Executor
 
 MATRIX = load(os.environ.get("DEPLOYKIT_MATRIX", "smoke"))
 BACKENDS = registry.parse(os.environ.get("DEPLOYKIT_BACKENDS_UNDER_TEST"))

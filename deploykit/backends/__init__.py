@@ -27,7 +27,7 @@ BUILTIN: dict[str, str] = {
     "tinygrad-cpu": "deploykit.backends.tinygrad:TinygradCpuBackend",
     "ort-cuda": "deploykit.backends.ort:OrtCudaBackend",
     "torch-cuda": "deploykit.backends.torch_backend:TorchCudaBackend",
-    "tensorrt": "deploykit.backends.tensorrt:TensorRtBackend",
+    "tensorrt": "deploykit.backends.tensorrt.runner:TensorRtBackend",
 }
 
 

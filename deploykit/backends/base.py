@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from deploykit.bound import Accumulation
-    from deploykit.onnxgen import Case
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.onnxio.write import Case
+    from deploykit.op.bound import Accumulation
+    from deploykit.op.spec import ConvTransposeSpec
 
-#: Build precisions, what each lets a backend do, and the bound's term for it (deploykit.bound).
+#: Build precisions, what each lets a backend do, and the bound's term for it (deploykit.op.bound).
 PRECISIONS: dict[str, str] = {
     "fp32": "the model's own dtypes; float32 as float32 (TF32 off)",
     "tf32": "float32 products on TF32 tensor cores (inputs rounded to a 10-bit mantissa, float32 sums)",
@@ -225,7 +225,7 @@ class Backend:
         oneDNN were measured to do; a backend that differs must declare it, with a test that
         emulates its order (tests/test_accumulation.py).
         """
-        from deploykit.bound import OneSum
+        from deploykit.op.bound import OneSum
 
         return (OneSum("float32" if dtype in ("float16", "bfloat16") else dtype),)
 
@@ -261,7 +261,7 @@ class CallableRunner:
         return self._function(feeds)
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
-        from deploykit.timing import host_timed
+        from deploykit.backends.timing import host_timed
 
         return host_timed(lambda: self._function(feeds))
 
@@ -279,8 +279,8 @@ def pinned(package: str, version: str | None) -> str:
 
 def case_inputs(case: "Case") -> list[TensorMeta]:
     """The inputs of a case's ONNX graph (what a spec-driven runner is fed)."""
-    from deploykit.onnxgen import NUMPY_DTYPES
-    from deploykit.onnxread import ONNX_TO_DTYPE, graph_inputs
+    from deploykit.onnxio.read import ONNX_TO_DTYPE, graph_inputs
+    from deploykit.onnxio.write import NUMPY_DTYPES
 
     metas = []
     for graph_input in graph_inputs(case.model):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner, Capabilities, ReproRecipe, case_inputs, pinned
-from deploykit.bound import Accumulation, TapSums
-from deploykit.onnxgen import Case
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import Accumulation, TapSums
 
 
 class OnnxReferenceBackend(Backend):

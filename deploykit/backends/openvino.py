@@ -38,12 +38,12 @@ from typing import Callable
 import ml_dtypes
 import numpy as np
 
-from deploykit import cpu_features
+from deploykit.backends import cpu_features
 from deploykit.backends.base import AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
-from deploykit.bound import Accumulation, OneSum, SumThenBias
+from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
-from deploykit.onnxgen import Case
-from deploykit.timing import host_timed
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import Accumulation, OneSum, SumThenBias
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 #: build precision -> INFERENCE_PRECISION_HINT (the CPU plugin accepts f32, f16, bf16, undefined)

@@ -12,11 +12,11 @@ from typing import Callable
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
-from deploykit.bound import Accumulation, OneSum, SumThenBias
+from deploykit.backends.gpu_timing import NO_EVENTS, HostOnly, event_timed, torch_cuda
+from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
-from deploykit.gpu_timing import NO_EVENTS, HostOnly, event_timed, torch_cuda
-from deploykit.onnxgen import Case
-from deploykit.timing import host_timed
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import Accumulation, OneSum, SumThenBias
 
 #: onnxruntime's tensor(...) type names -> NumPy dtype names
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

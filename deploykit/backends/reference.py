@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, CallableRunner, Capabilities, case_inputs
-from deploykit.bound import OneSum
-from deploykit.onnxgen import NUMPY_DTYPES, Case
+from deploykit.onnxio.write import NUMPY_DTYPES, Case
+from deploykit.op.bound import OneSum
 
 
 class ReferenceBackend(Backend):
@@ -25,7 +25,7 @@ class ReferenceBackend(Backend):
         return (OneSum("float64"),)
 
     def load(self, case: Case, config: BuildConfig) -> CallableRunner:
-        from deploykit.reference import run_spec
+        from deploykit.op.reference import run_spec
 
         spec = case.spec
         [output] = case.output_names

@@ -24,10 +24,10 @@ from typing import Callable
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, case_inputs, pinned
-from deploykit.bound import Accumulation, OneSum, SumThenBias
+from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
-from deploykit.onnxgen import Case
-from deploykit.timing import host_timed
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import Accumulation, OneSum, SumThenBias
 
 #: tinygrad's device for everything this backend runs (its CLANG renderer by default)
 DEVICE = "CPU"

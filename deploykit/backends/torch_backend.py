@@ -3,7 +3,7 @@
 torch takes one symmetric, non-negative padding per axis, so configs whose resolved ONNX pads are
 asymmetric or negative (zero extension) cannot be expressed as one call: they are `unsupported`,
 which is a fact about torch's API, not a failure.  ONNX files reach torch only when they are one
-ConvTranspose node (`deploykit.onnxread.case_from_model` maps them to a spec).
+ConvTranspose node (`deploykit.onnxio.read.case_from_model` maps them to a spec).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Callable
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, case_inputs, pinned
-from deploykit.bound import Accumulation, OneSum, SumThenBias, TapSums
+from deploykit.backends.gpu_timing import capture_graph, event_timed
+from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
-from deploykit.gpu_timing import capture_graph, event_timed
-from deploykit.onnxgen import Case
-from deploykit.spec import ConvTransposeSpec
-from deploykit.timing import host_timed
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import Accumulation, OneSum, SumThenBias, TapSums
+from deploykit.op.spec import ConvTransposeSpec
 
 
 def torch_padding(spec: ConvTransposeSpec) -> tuple[int, ...] | str:

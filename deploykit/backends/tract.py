@@ -26,11 +26,11 @@ from typing import Callable
 import numpy as np
 
 from deploykit.backends.base import AppliedPrecision, Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
-from deploykit.bound import Accumulation, OneSum, TapSums
+from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
-from deploykit.onnxgen import Case
-from deploykit.onnxread import ONNX_TO_DTYPE, graph_inputs
-from deploykit.timing import host_timed
+from deploykit.onnxio.read import ONNX_TO_DTYPE, graph_inputs
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import Accumulation, OneSum, TapSums
 
 _NUMPY_NAMES = {"f16": "float16", "f32": "float32", "f64": "float64"}
 #: a float input fact's element type -> the build precision a model typed so runs in

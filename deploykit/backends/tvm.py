@@ -31,10 +31,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, case_inputs, pinned
-from deploykit.bound import Accumulation, OneSum
+from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
-from deploykit.onnxgen import Case
-from deploykit.timing import host_timed
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import Accumulation, OneSum
 
 
 def _tvm():

@@ -24,11 +24,11 @@ from typing import Any
 import onnx
 
 from deploykit.errors import UsageError, lazy_import
-from deploykit.execute import one_line
+from deploykit.execution.execute import one_line
 from deploykit.export.dynamic import AxisRequest, describe, input_names, resolve
 from deploykit.export.layers import LayerCheck, check_layers
 from deploykit.export.verify import OutputCheck, second_size_inputs, verify_outputs
-from deploykit.onnxread import default_opset
+from deploykit.onnxio.read import default_opset
 
 #: Whole-model pass: max|y - ref| <= rtol * max|ref| + atol per output.  Through nonlinear layers
 #: there is no rigorous elementwise bound, so these are dtype-aware defaults (--rtol/--atol override).

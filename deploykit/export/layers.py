@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import onnx
 
 from deploykit import backends as registry
-from deploykit.execute import Executor
-from deploykit.onnxread import ConvTransposeNode, conv_transpose_nodes, graph_inputs
+from deploykit.execution.execute import Executor
+from deploykit.onnxio.read import ConvTransposeNode, conv_transpose_nodes, graph_inputs
 
 ROOT = "(root)"  # the path named_modules() gives the top module ("")
 

@@ -16,12 +16,12 @@ import onnx
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
 from deploykit.backends.torch_backend import flatten_outputs, to_numpy
-from deploykit.bound import UNIT_ROUNDOFF
 from deploykit.errors import UsageError, lazy_import
-from deploykit.execute import one_line, run_backend
-from deploykit.metrics import error_figures
-from deploykit.onnxgen import Case
-from deploykit.onnxread import graph_inputs
+from deploykit.execution.execute import one_line, run_backend
+from deploykit.onnxio.read import graph_inputs
+from deploykit.onnxio.write import Case
+from deploykit.op.bound import UNIT_ROUNDOFF
+from deploykit.op.judging import error_figures
 
 
 @dataclass

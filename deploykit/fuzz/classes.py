@@ -17,9 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from deploykit.metrics import SKIPPED
-from deploykit.result import Result
-from deploykit.spec import DEFAULT_OPSET, DTYPES, ConvTransposeSpec
+from deploykit.op.judging import SKIPPED
+from deploykit.op.spec import DEFAULT_OPSET, DTYPES, ConvTransposeSpec
+from deploykit.results.result import Result
 
 _GENERATED_NAMES = re.compile(r"ConvTranspose_[0-9a-f]{12}|deploykit_[0-9a-f]{12}|/\S+")
 _NUMPY_SCALARS = re.compile(r"np\.\w+\(([^()]*)\)")  # np.int64(3) -> 3: NumPy 2 prints scalars so
@@ -47,7 +47,7 @@ class FailureClass:
 
     @property
     def minimal_spec(self) -> ConvTransposeSpec:
-        from deploykit.dbcheck import stored_spec
+        from deploykit.results.dbcheck import stored_spec
 
         return stored_spec(self.minimal)
 

@@ -28,15 +28,16 @@ from typing import Callable
 from rich.console import Console
 
 from deploykit import backends as registry
-from deploykit import dbcheck, divergences, environment, liveness
 from deploykit.errors import RunAborted, UsageError
+from deploykit.execution import liveness
+from deploykit.execution.harness import Task, WorkerOptions, WorkerPool
 from deploykit.fuzz.classes import ClassKey, FailureClass, class_of, group
 from deploykit.fuzz.strategies import specs
-from deploykit.harness import Task, WorkerOptions, WorkerPool
-from deploykit.parameters import as_option, flag, same
-from deploykit.result import Result
-from deploykit.spec import DTYPES, ConvTransposeSpec
-from deploykit.store import Run, Store
+from deploykit.op.spec import DTYPES, ConvTransposeSpec
+from deploykit.results import dbcheck, divergences, environment
+from deploykit.results.parameters import as_option, flag, same
+from deploykit.results.result import Result
+from deploykit.results.store import Run, Store
 
 DEFAULT_TIMEOUT = 60.0
 #: `--max-examples` when only a time budget is given: time ends the search, not a count

@@ -20,7 +20,7 @@ from typing import Sequence
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from deploykit.spec import BFLOAT16_MIN_OPSET, DEFAULT_OPSET, MAX_OPSET, ConvTransposeSpec, kernel_extent
+from deploykit.op.spec import BFLOAT16_MIN_OPSET, DEFAULT_OPSET, MAX_OPSET, ConvTransposeSpec, kernel_extent
 
 #: Opsets tried, the default first (where shrinking goes); each one ConvTranspose's text applies to.
 OPSETS = (DEFAULT_OPSET, 11, 13, 18, 21, 22, MAX_OPSET)

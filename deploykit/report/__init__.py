@@ -1,6 +1,6 @@
 """Renderers of a run's summary (terminal, Markdown, JSON, JUnit, HTML) and of the other commands.
 
-Each takes the pure data of `deploykit.summary` and lays it out; none computes a figure.
+Each takes the pure data of `deploykit.results.summary` and lays it out; none computes a figure.
 """
 
 from deploykit.report.html import to_html

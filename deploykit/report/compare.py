@@ -6,8 +6,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from deploykit.compare import Comparison
 from deploykit.report.escape import md, md_code, term, term_line
+from deploykit.results.compare import Comparison
 
 _SECTIONS = (("regressions", "Regressions"), ("slowdowns", "Latency slowdowns"),
              ("ratio_growth", "bound_ratio growth (still within the bound)"), ("fixes", "Fixes"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from deploykit import divergences
-from deploykit.hazards import HAZARDS
+from deploykit.op.hazards import HAZARDS
 from deploykit.report.cells import fmt
 from deploykit.report.escape import term, term_line
+from deploykit.results import divergences
 
 
 def compact(names: list[str | None], limit: int = 4) -> str:

@@ -10,7 +10,7 @@ def minimal_config(spec: dict) -> str:
     """The config as a maintainer reads it: the label, the shapes and the auto_pad the label leaves
     out, and what makes a spec-invalid config invalid where the label cannot show it (pads beside
     auto_pad)."""
-    from deploykit.spec import ConvTransposeSpec
+    from deploykit.op.spec import ConvTransposeSpec
 
     parsed = ConvTransposeSpec.from_dict(spec)
     text = f"{parsed.label} X{list(parsed.input_shape)} M={parsed.out_channels}"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from deploykit.report.cells import fmt
 from deploykit.report.escape import html_text
 from deploykit.report.terminal import incomplete_notice, narrow_sum_line
-from deploykit.result import Result
-from deploykit.summary import RATIO_EDGES, RunSummary, is_failure
+from deploykit.results.result import Result
+from deploykit.results.summary import RATIO_EDGES, RunSummary, is_failure
 
 _STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em;color:#1d2228}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from deploykit.report.escape import xml
-from deploykit.result import Result
-from deploykit.summary import RunSummary, is_failure
+from deploykit.results.result import Result
+from deploykit.results.summary import RunSummary, is_failure
 
 
 def _message(text: str) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from deploykit.report.cells import fmt
 from deploykit.report.escape import md, md_code
 from deploykit.report.terminal import incomplete_notice, narrow_sum_line
-from deploykit.result import Result
-from deploykit.summary import RunSummary, is_failure
+from deploykit.results.result import Result
+from deploykit.results.summary import RunSummary, is_failure
 
 
 def _rows(results: list[Result]) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Iterable
 
-from deploykit.result import Result
-from deploykit.summary import RunSummary
+from deploykit.results.result import Result
+from deploykit.results.summary import RunSummary
 
 #: Keys every JSON record carries first (the documented contract); the rest follow.
 JSON_KEYS = (

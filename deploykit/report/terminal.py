@@ -8,7 +8,7 @@ from rich.text import Text
 
 from deploykit.report.cells import fmt
 from deploykit.report.escape import term, term_line
-from deploykit.summary import RunSummary
+from deploykit.results.summary import RunSummary
 
 
 def incomplete_notice(summary: RunSummary) -> str | None:

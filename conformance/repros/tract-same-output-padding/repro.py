@@ -32,7 +32,10 @@ def model_bytes() -> bytes:
     return model.SerializeToString()
 
 def run(model_bytes, x):
-    import os, tempfile, tract
+    import os
+    import tempfile
+
+    import tract
     handle, path = tempfile.mkstemp(suffix=".onnx")
     with os.fdopen(handle, "wb") as file:
         file.write(model_bytes)

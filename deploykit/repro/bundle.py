@@ -1,0 +1,249 @@
+"""`deploykit repro`: one stored result -> a folder a runtime's maintainers can run in ten seconds.
+
+The folder holds the model, its inputs, the float64 answer and its rounding-error bound as .npy
+files, a `repro.py` that needs only NumPy and the runtime (each backend writes its own `run()`
+with the runtime's public API: `Backend.repro_recipe`), and an `ISSUE.md` to paste upstream.
+`repro.py` exits 1 while the runtime still disagrees with the ONNX spec text and 0 once it is
+fixed, so it can go into the runtime's own regression tests.
+
+A bundle judges values with the criterion its run used (stored with the run): the rounding-error
+bound of the backend's accumulation model, or the user's --atol/--rtol, written into `repro.py`.
+Where it cannot (this deploykit declares another accumulation model than the run recorded), it is
+refused: a script that says "fixed" beside an ISSUE.md that reports a bug is a false report.
+Where the folder goes, and why nothing in it is ever overwritten, is `deploykit.repro.folder`.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploykit import backends as registry
+from deploykit.backends.base import BuildConfig, ReproRecipe
+from deploykit.errors import UsageError
+from deploykit.execution import resources
+from deploykit.onnxio.write import build_case
+from deploykit.op.bound import Accumulation, describe, error_bound
+from deploykit.op.judging import Tolerance
+from deploykit.op.reference import ExactAnswer
+from deploykit.op.spec import ConvTransposeSpec
+from deploykit.repro.folder import IDENTITY, check_target, write_bundle_folder
+from deploykit.results.dbcheck import stored_spec
+from deploykit.results.result import Result
+from deploykit.results.store import Run, Store
+
+#: verdicts a script can show (a timeout would only hang; a skip is no discrepancy)
+REPRODUCIBLE = ("drift", "shape-mismatch", "rejected", "accepted-invalid", "nonfinite", "crash")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """How a run judged output values: the rounding-error bound (`tolerance` None) or a fixed tolerance."""
+
+    tolerance: Tolerance | None = None
+    #: the bound's summation model(s), described as the run recorded them
+    accumulation: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self.tolerance is None:
+            return "the rounding-error bound" + (f" ({self.accumulation})" if self.accumulation else "")
+        return f"atol={self.tolerance.atol:g} rtol={self.tolerance.rtol:g}"
+
+    def as_dict(self) -> dict:
+        if self.tolerance is None:
+            return {"kind": "bound", "accumulation": self.accumulation}
+        return {"kind": "tolerance", "atol": self.tolerance.atol, "rtol": self.tolerance.rtol}
+
+
+#: the default criterion of a run without --atol/--rtol
+BOUND = Criterion()
+
+
+@dataclass
+class Bundle:
+    folder: Path
+    files: list[str]
+    result: Result
+    recipe: ReproRecipe
+    criterion: Criterion = BOUND
+
+
+def _matches(result: Result, config: str) -> bool:
+    return config in (result.config_id, result.label) or (len(config) >= 6 and result.config_id.startswith(config))
+
+
+def find_result(db: Path, config: str, backend: str, run_id: int | None = None) -> tuple[Run, Result]:
+    """The one result of `backend` on `config` (an id, an id prefix of 6+ characters or a label)."""
+    if not db.is_file():
+        raise UsageError(f"--db {db} {'is a directory' if db.is_dir() else 'does not exist'}; give a results database")
+    store = Store(db, create=False)
+    try:
+        run = store.run(run_id) if run_id is not None else store.latest_run()
+        if run is None:
+            raise UsageError(f"{db} has no run {run_id}" if run_id is not None else f"{db} holds no run")
+        found = [r for r in store.results(run.run_id) if r.backend == backend and _matches(r, config)]
+    finally:
+        store.close()
+    if not found:
+        raise UsageError(f"run {run.run_id} in {db} has no result of {backend} on config {config!r}")
+    # A run with several --precisions holds one result per precision; only fp32 has a script.
+    found = [r for r in found if r.precision == "fp32"] or found
+    if len({(r.config_id, r.expect, r.precision) for r in found}) > 1:
+        ids = ", ".join(sorted({r.config_id for r in found}))
+        raise UsageError(f"config {config!r} names several results of {backend} ({ids}); give a config id")
+    return run, found[0]
+
+
+def _recipe(result: Result) -> ReproRecipe:
+    if result.verdict not in REPRODUCIBLE:
+        raise UsageError(f"{result.backend} on {result.label} is `{result.verdict}`: nothing to reproduce"
+                         f" (repro writes {', '.join(REPRODUCIBLE)} results)")
+    if result.precision != "fp32":
+        raise UsageError(f"repro writes scripts for fp32 builds; this result was built at {result.precision}")
+    recipe = registry.get(result.backend).repro_recipe(stored_spec(result), result.backend_version)
+    if recipe is None:
+        raise UsageError(f"{result.backend} has no standalone runtime to write a script for")
+    return recipe
+
+
+def _save(folder: Path, name: str, array: np.ndarray) -> str:
+    """.npy that NumPy alone reads: bfloat16 (not a NumPy type) is saved as float32, exactly."""
+    if array.dtype.name == "bfloat16":
+        array = array.astype(np.float32)
+    np.save(folder / f"{name}.npy", array)
+    return f"{name}.npy"
+
+
+def run_criterion(run: Run, result: Result, models: tuple[Accumulation, ...]) -> Criterion:
+    """The criterion the run judged `result` with; refused where the bundle could not judge the same way."""
+    stored = run.parameters.get("tolerance")
+    if stored is not None:
+        return Criterion(_stored_tolerance(run, stored))
+    declared = describe(models)
+    if result.accumulation and result.accumulation != declared:
+        raise UsageError(f"run {run.run_id} judged {result.backend} on {result.label} with the summation model"
+                         f" '{result.accumulation}', this deploykit declares '{declared}': a bound.npy from it would judge"
+                         " differently; write the repro with the deploykit version that ran it")
+    return Criterion(None, declared)
+
+
+def _stored_tolerance(run: Run, stored) -> Tolerance:
+    """The run's --atol/--rtol as stored; anything else is no criterion a script can use."""
+    try:
+        atol, rtol = float(stored["atol"]), float(stored["rtol"])
+    except (TypeError, KeyError, ValueError):
+        atol = rtol = float("nan")
+    if not (np.isfinite(atol) and np.isfinite(rtol) and atol >= 0 and rtol >= 0):
+        raise UsageError(f"run {run.run_id} stores a tolerance repro cannot use ({stored!r}); the bundle could not judge as the run did")
+    return Tolerance(atol, rtol)
+
+
+def write_bundle(db: Path, config: str, backend: str, folder: Path, run_id: int | None = None,
+                 max_memory: int | None = None) -> Bundle:
+    """Write the folder for one stored result; everything is checked before the first file, and the
+    files are written beside the target and moved into place (deploykit.repro.folder).
+
+    The config's memory is checked against `max_memory` (default: resources.default_budget()) as
+    `conformance run` checks it: the float64 reference and bound a bundle holds cost what a run's do."""
+    run, result = find_result(db, config, backend, run_id)
+    recipe = _recipe(result)
+    spec = stored_spec(result)
+    resources.check_budget([spec], max_memory or resources.default_budget())
+    models = registry.get(backend).accumulation(spec.dtype, BuildConfig())
+    criterion = run_criterion(run, result, models)
+    identity = {name: getattr(result, name) for name in IDENTITY}
+    target = check_target(folder, identity, result.label)
+    case = build_case(spec)
+
+    def fill(staging: Path) -> list[str]:
+        files = ["model.onnx", *_write_arrays(staging, spec, case, models, criterion)]
+        (staging / "model.onnx").write_bytes(case.model_bytes)
+        (staging / "repro.py").write_text(script_text(spec, result, recipe, case.output_names, criterion))
+        (staging / "ISSUE.md").write_text(issue_text(spec, result, recipe, run, criterion))
+        return [*files, "repro.py", "ISSUE.md"]
+
+    details = {"verdict": result.verdict, "run_id": run.run_id, "criterion": criterion.as_dict()}
+    try:
+        files = write_bundle_folder(target, identity, result.label, details, fill)
+    except OSError as error:
+        raise UsageError(f"-o {folder}: cannot write ({error.strerror}); what was there is unchanged") from None
+    return Bundle(folder, files, result, recipe, criterion)
+
+
+def _write_arrays(folder: Path, spec: ConvTransposeSpec, case, models: tuple[Accumulation, ...], criterion: Criterion) -> list[str]:
+    """The inputs, and for a valid config the float64 answer and, where the run judged with it, the bound."""
+    files = [_save(folder, "X", case.x), _save(folder, "W", case.w)]
+    if case.b is not None:
+        files.append(_save(folder, "B", case.b))
+    if spec.is_valid:
+        exact = ExactAnswer(spec, case.x, case.w, case.b)
+        files.append(_save(folder, "expected", exact.output))
+        if criterion.tolerance is None:
+            files.append(_save(folder, "bound", error_bound(spec, exact, models)))
+    return files
+
+
+def script_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, outputs: list[str],
+                criterion: Criterion = BOUND) -> str:
+    from deploykit.repro.templates import COMPARE_BOUND, COMPARE_TOLERANCE, SCRIPT
+
+    feeds = [] if recipe.reads_files else (["X", "W"] + (["B"] if spec.bias else []) if spec.weights_as_inputs else ["X"])
+    if criterion.tolerance is None:
+        compare, judged_by = COMPARE_BOUND, "bound.npy the largest rounding error\na correct float computation can make per element"
+    else:
+        compare = COMPARE_TOLERANCE.format(atol=criterion.tolerance.atol, rtol=criterion.tolerance.rtol)
+        judged_by = (f"judged as the run that found it judged:\n|actual - expected| <= atol + rtol * |expected| with {criterion.text}"
+                     " (the run's --atol/--rtol)")
+    return SCRIPT.format(
+        title=issue_title(spec, result, recipe, criterion), pip=install_line(spec, recipe), verdict=result.verdict,
+        imports=recipe.imports, runtime=recipe.runtime, version=recipe.version, dtype=spec.dtype, feeds=feeds,
+        invalid=not spec.is_valid, violations="; ".join(spec.violations()), run=recipe.run.rstrip(),
+        compare=compare, judged_by=judged_by,
+    )
+
+
+def install_line(spec: ConvTransposeSpec, recipe: ReproRecipe) -> str:
+    """What `pip install` needs: NumPy, the runtime, and ml_dtypes for bfloat16 (NumPy has none)."""
+    return f"numpy {recipe.pip}" + (" ml_dtypes" if spec.dtype == "bfloat16" else "")
+
+
+def issue_title(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, criterion: Criterion = BOUND) -> str:
+    what = {
+        "drift": "computes wrong values", "nonfinite": "returns NaN/Inf", "shape-mismatch": "returns the wrong output shape",
+        "rejected": "refuses a valid model", "accepted-invalid": "runs a model the ONNX spec rules out",
+        "crash": "aborts the process",
+    }[result.verdict]
+    if result.verdict == "drift" and criterion.tolerance is not None:
+        what = f"differs from the float64 answer by more than {criterion.text}"
+    runtime = f"{recipe.runtime} {result.backend_version}" if result.backend_version else recipe.runtime
+    return f"{runtime}: ConvTranspose {what} ({attribute_summary(spec)})"
+
+
+def attribute_summary(spec: ConvTransposeSpec) -> str:
+    """The config in ONNX's own words, defaults left out: what a maintainer reads in a title."""
+    defaults = ConvTransposeSpec(input_shape=spec.input_shape, out_channels=spec.out_channels, kernel_shape=spec.kernel_shape)
+    parts = [f"{spec.rank}-D X{list(spec.input_shape)}", f"kernel_shape={list(spec.kernel_shape)}"]
+    for name in ("strides", "pads", "output_padding", "dilations", "group", "auto_pad", "output_shape"):
+        value = getattr(spec, name)
+        if value != getattr(defaults, name):
+            parts.append(f"{name}={list(value) if isinstance(value, tuple) else value}")
+    if spec.dtype != "float32":
+        parts.append(spec.dtype)
+    return ", ".join(parts)
+
+
+def issue_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, criterion: Criterion = BOUND) -> str:
+    from deploykit.repro.templates import issue_body
+
+    return issue_body(spec, result, recipe, run, _environment(run), criterion)
+
+
+def _environment(run: Run) -> dict:
+    """Where the result was found (the run's record), not where the folder is written."""
+    env = dict(run.environment or {})
+    env.setdefault("os", platform.platform())
+    return env
