@@ -587,7 +587,8 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
     """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
     from deploykit import backends as registry
     from deploykit.execution.resources import parse_size
-    from deploykit.repro.bundle import install_line, write_bundle
+    from deploykit.repro.bundle import write_bundle
+    from deploykit.repro.templates import install_line
 
     check_paths(databases={"--db": db}, output_folders={"-o": output})
     registry.get(backend)

@@ -17,7 +17,8 @@ from test_outputs import _snapshot
 from deploykit.errors import UsageError
 from deploykit.execution.execute import Executor
 from deploykit.op.spec import ConvTransposeSpec
-from deploykit.repro.bundle import script_text, write_bundle
+from deploykit.repro.bundle import write_bundle
+from deploykit.repro.templates import script_text
 from deploykit.results.store import Store
 
 #: repro.py run with these imports made impossible: it must need none of them
@@ -76,7 +77,7 @@ def test_a_run_with_several_precisions_reproduces_its_fp32_result(tmp_path):
 
 
 def test_issue_title_without_a_recorded_version(tmp_path):
-    from deploykit.repro.bundle import issue_title
+    from deploykit.repro.templates import issue_title
 
     db = _stored(tmp_path, OUTPUT_SHAPE_EXTENSION, "ort-cpu")
     bundle = write_bundle(db, OUTPUT_SHAPE_EXTENSION.id, "ort-cpu", tmp_path / "bundle")

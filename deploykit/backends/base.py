@@ -24,19 +24,13 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
+# Build precisions and model dtypes are part of the plugin API; they are defined with the shared vocabulary.
+from deploykit.vocabulary import MODEL_DTYPES, PRECISIONS
+
 if TYPE_CHECKING:
     from deploykit.onnxio.write import Case
     from deploykit.op.bound import Accumulation
     from deploykit.op.spec import ConvTransposeSpec
-
-#: Build precisions, what each lets a backend do, and the bound's term for it (deploykit.op.bound).
-PRECISIONS: dict[str, str] = {
-    "fp32": "the model's own dtypes; float32 as float32 (TF32 off)",
-    "tf32": "float32 products on TF32 tensor cores (inputs rounded to a 10-bit mantissa, float32 sums)",
-    "fp16": "float32 models run in float16 where the backend chooses (weights and activations rounded)",
-    "bf16": "float32 models run in bfloat16 where the backend chooses",
-}
-MODEL_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclass(frozen=True)

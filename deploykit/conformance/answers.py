@@ -33,7 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from deploykit.errors import UsageError
-from deploykit.onnxio.write import NUMPY_DTYPES
+from deploykit.vocabulary import NUMPY_DTYPES
 
 #: answer files, in the order a case folder is searched
 ANSWER_FILES = ("actual_0.pb", "actual_0.npy", "actual.json", "error.txt")

@@ -27,15 +27,13 @@ from deploykit.execution.harness import Task, WorkerOptions, run_tasks
 from deploykit.op.judging import Tolerance
 from deploykit.report.escape import one_line
 from deploykit.results import dbcheck, divergences, environment
-from deploykit.results.parameters import as_option, flag, same
+from deploykit.results.parameters import MAX_SHARDS, as_option, flag, same
 from deploykit.results.result import Result
 from deploykit.results.store import Run, Store
 
 DEFAULT_TIMEOUT = 120.0
 #: Options a resumed run takes from the run itself; giving a different one is a usage error.
 RESUME_FIXED = ("matrix", "backends", "dtypes", "tolerance", "latency", "precisions", "shard")
-#: The most shards a run may be split into (CI runners, not tasks: no shard may be empty either).
-MAX_SHARDS = 10_000
 
 
 @dataclass

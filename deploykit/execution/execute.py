@@ -12,18 +12,18 @@ verdict against the float64 reference.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from deploykit import backends as registry
 from deploykit.backends.base import Availability, Backend, BuildConfig, precision_not_applied, read_applied_precision
-from deploykit.backends.timing import Stats, TimingOptions, measure, timed_ms
+from deploykit.backends.timing import TimingOptions, measure, timed_ms
 from deploykit.execution.isolation import isolated, run_isolated
+from deploykit.execution.outcome import Outcome, one_line
 from deploykit.onnxio.write import Case, build_case, inferred_output_shape
 from deploykit.op.bound import describe
 from deploykit.op.judging import Tolerance, judge_output
@@ -31,37 +31,6 @@ from deploykit.op.reference import ExactAnswer
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.results import divergences
 from deploykit.results.result import Result
-
-_ONNXRUNTIME_NOISE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
-
-
-def one_line(error: BaseException, limit: int | None = None) -> str:
-    """The informative part of an exception message, on one line, whole unless `limit` is given:
-    a runtime's explanation often comes last, so results keep all of it (only the terminal table
-    cuts a long reason, and says where the whole one is)."""
-    text = str(error) or type(error).__name__
-    if "Status Message: " in text:
-        text = text.split("Status Message: ", 1)[1]
-    text = _ONNXRUNTIME_NOISE.sub("", text)
-    text = " ".join(text.split())
-    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
-
-
-@dataclass
-class Outcome:
-    """What one backend did with one case under one build config (no verdict on the numbers yet)."""
-
-    status: str  # ok | unavailable | unsupported | rejected | crash
-    reason: str = ""
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    setup_ms: float | None = None  # activate(): session or engine creation
-    duration_ms: float | None = None  # the backend's whole phase: activate, infer, timing
-    stats: Stats | None = None  # latency, when asked for
-    timing_problem: str | None = None  # why latency was not measured (never changes the status)
-    #: outputs read back from decimal text (`conformance judge`): each value's possible distance
-    #: from the one the backend computed, and how they were read; the bound is widened by it
-    reading_error: np.ndarray | None = None
-    reading: str = ""
 
 
 def skip_reason(backend: Backend, availability: Availability, case: Case, config: BuildConfig) -> tuple[str, str] | None:

@@ -3,7 +3,7 @@
 A Rust panic that crosses an FFI boundary (tract) aborts the interpreter: in the harness's workers
 that costs one task, but `profile`, `export` and in-process callers would die with it.  For a backend
 that declares `aborts_process`, `execute.run_backend` runs here instead: a fresh interpreter
-(`python -m deploykit.execution.isolation`, so no caller's `__main__` is re-imported) gets the request
+(`python -m deploykit.execution.child`, so no caller's `__main__` is re-imported) gets the request
 pickled on stdin and answers a pickled Outcome on stdout.  If it dies, the Outcome is `crash`
 with the runtime's last message from stderr (a panic says where and why).
 """
@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+
+from deploykit.execution.outcome import Outcome, one_line
 
 #: Set in processes where a runtime that aborts costs one task only (the harness's workers, and
 #: the child this module starts).
@@ -39,11 +41,9 @@ def last_message(stderr: bytes) -> str:
 
 def run_isolated(name: str, availability, case, config, timing):
     """`execute.run_backend` for backend `name` in a child interpreter; `crash` if it dies."""
-    from deploykit.execution.execute import Outcome, one_line
-
     request = pickle.dumps((name, availability, replace(case, module=None), config, timing))
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-m", "deploykit.execution.isolation"], input=request, capture_output=True,
+    child = subprocess.run([sys.executable, "-m", "deploykit.execution.child"], input=request, capture_output=True,
                            env={**os.environ, ISOLATED: "1", "RUST_BACKTRACE": "0"}, check=False)
     if child.returncode == 0 and child.stdout:
         return pickle.loads(child.stdout)
@@ -52,16 +52,3 @@ def run_isolated(name: str, availability, case, config, timing):
     outcome = Outcome("crash", reason)
     outcome.duration_ms = (time.perf_counter() - started) * 1e3
     return outcome
-
-
-def main() -> None:
-    from deploykit import backends as registry
-    from deploykit.execution.execute import run_backend
-
-    name, availability, case, config, timing = pickle.loads(sys.stdin.buffer.read())
-    outcome = run_backend(registry.get(name), availability, case, config, timing)
-    sys.stdout.buffer.write(pickle.dumps(outcome))
-
-
-if __name__ == "__main__":
-    main()

@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 
 from deploykit.errors import UsageError
-from deploykit.onnxio.write import NUMPY_DTYPES
 from deploykit.op.spec import ConvTransposeSpec
+from deploykit.vocabulary import NUMPY_DTYPES
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Callable, Sequence, Union
 import ml_dtypes
 import numpy as np
 
-from deploykit.onnxio.write import NUMPY_DTYPES
 from deploykit.op.spec import ConvTransposeSpec
+from deploykit.vocabulary import NUMPY_DTYPES
 
 if TYPE_CHECKING:
     from deploykit.op.reference import ExactAnswer

@@ -13,27 +13,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from deploykit.onnxio.write import NUMPY_DTYPES
 from deploykit.op.bound import UNIT_ROUNDOFF, Accumulation, OneSum, describe, error_bound
 from deploykit.op.spec import ConvTransposeSpec
+from deploykit.vocabulary import NUMPY_DTYPES, SKIPPED, VERDICTS, Verdict  # noqa: F401 (VERDICTS, SKIPPED: read from here too)
 
 if TYPE_CHECKING:
     from deploykit.op.reference import ExactAnswer
 
-# Verdicts and what each means; the report reads this table, and tests/test_docs.py checks docs/verdicts.md lists the same.
-VERDICTS: dict[str, str] = {
-    "pass": "within the rounding-error bound (or correctly refused a spec-invalid model)",
-    "drift": "ran, right shape, but some element is beyond the rounding-error bound",
-    "shape-mismatch": "output shape differs from the ONNX spec text",
-    "rejected": "refused a spec-valid model (load or run error)",
-    "accepted-invalid": "ran a model that breaks the ONNX spec instead of refusing it",
-    "nonfinite": "NaN or Inf where the reference is finite",
-    "crash": "the worker process died (segfault, abort) on this config",
-    "timeout": "the backend exceeded the per-config time limit",
-    "unsupported": "documented non-support by the backend (e.g. a dtype it has no kernel for)",
-    "unavailable": "the backend's package or hardware is missing on this machine",
-}
-SKIPPED = ("unsupported", "unavailable")
 
 
 @dataclass

@@ -30,37 +30,15 @@ from deploykit.op.bound import Accumulation, describe, error_bound
 from deploykit.op.judging import Tolerance
 from deploykit.op.reference import ExactAnswer
 from deploykit.op.spec import ConvTransposeSpec
+from deploykit.repro.criterion import BOUND, Criterion
 from deploykit.repro.folder import IDENTITY, check_target, write_bundle_folder
+from deploykit.repro.templates import issue_body, script_text
 from deploykit.results.dbcheck import stored_spec
 from deploykit.results.result import Result
 from deploykit.results.store import Run, Store
 
 #: verdicts a script can show (a timeout would only hang; a skip is no discrepancy)
 REPRODUCIBLE = ("drift", "shape-mismatch", "rejected", "accepted-invalid", "nonfinite", "crash")
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """How a run judged output values: the rounding-error bound (`tolerance` None) or a fixed tolerance."""
-
-    tolerance: Tolerance | None = None
-    #: the bound's summation model(s), described as the run recorded them
-    accumulation: str | None = None
-
-    @property
-    def text(self) -> str:
-        if self.tolerance is None:
-            return "the rounding-error bound" + (f" ({self.accumulation})" if self.accumulation else "")
-        return f"atol={self.tolerance.atol:g} rtol={self.tolerance.rtol:g}"
-
-    def as_dict(self) -> dict:
-        if self.tolerance is None:
-            return {"kind": "bound", "accumulation": self.accumulation}
-        return {"kind": "tolerance", "atol": self.tolerance.atol, "rtol": self.tolerance.rtol}
-
-
-#: the default criterion of a run without --atol/--rtol
-BOUND = Criterion()
 
 
 @dataclass
@@ -187,58 +165,7 @@ def _write_arrays(folder: Path, spec: ConvTransposeSpec, case, models: tuple[Acc
     return files
 
 
-def script_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, outputs: list[str],
-                criterion: Criterion = BOUND) -> str:
-    from deploykit.repro.templates import COMPARE_BOUND, COMPARE_TOLERANCE, SCRIPT
-
-    feeds = [] if recipe.reads_files else (["X", "W"] + (["B"] if spec.bias else []) if spec.weights_as_inputs else ["X"])
-    if criterion.tolerance is None:
-        compare, judged_by = COMPARE_BOUND, "bound.npy the largest rounding error\na correct float computation can make per element"
-    else:
-        compare = COMPARE_TOLERANCE.format(atol=criterion.tolerance.atol, rtol=criterion.tolerance.rtol)
-        judged_by = (f"judged as the run that found it judged:\n|actual - expected| <= atol + rtol * |expected| with {criterion.text}"
-                     " (the run's --atol/--rtol)")
-    return SCRIPT.format(
-        title=issue_title(spec, result, recipe, criterion), pip=install_line(spec, recipe), verdict=result.verdict,
-        imports=recipe.imports, runtime=recipe.runtime, version=recipe.version, dtype=spec.dtype, feeds=feeds,
-        invalid=not spec.is_valid, violations="; ".join(spec.violations()), run=recipe.run.rstrip(),
-        compare=compare, judged_by=judged_by,
-    )
-
-
-def install_line(spec: ConvTransposeSpec, recipe: ReproRecipe) -> str:
-    """What `pip install` needs: NumPy, the runtime, and ml_dtypes for bfloat16 (NumPy has none)."""
-    return f"numpy {recipe.pip}" + (" ml_dtypes" if spec.dtype == "bfloat16" else "")
-
-
-def issue_title(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, criterion: Criterion = BOUND) -> str:
-    what = {
-        "drift": "computes wrong values", "nonfinite": "returns NaN/Inf", "shape-mismatch": "returns the wrong output shape",
-        "rejected": "refuses a valid model", "accepted-invalid": "runs a model the ONNX spec rules out",
-        "crash": "aborts the process",
-    }[result.verdict]
-    if result.verdict == "drift" and criterion.tolerance is not None:
-        what = f"differs from the float64 answer by more than {criterion.text}"
-    runtime = f"{recipe.runtime} {result.backend_version}" if result.backend_version else recipe.runtime
-    return f"{runtime}: ConvTranspose {what} ({attribute_summary(spec)})"
-
-
-def attribute_summary(spec: ConvTransposeSpec) -> str:
-    """The config in ONNX's own words, defaults left out: what a maintainer reads in a title."""
-    defaults = ConvTransposeSpec(input_shape=spec.input_shape, out_channels=spec.out_channels, kernel_shape=spec.kernel_shape)
-    parts = [f"{spec.rank}-D X{list(spec.input_shape)}", f"kernel_shape={list(spec.kernel_shape)}"]
-    for name in ("strides", "pads", "output_padding", "dilations", "group", "auto_pad", "output_shape"):
-        value = getattr(spec, name)
-        if value != getattr(defaults, name):
-            parts.append(f"{name}={list(value) if isinstance(value, tuple) else value}")
-    if spec.dtype != "float32":
-        parts.append(spec.dtype)
-    return ", ".join(parts)
-
-
 def issue_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, criterion: Criterion = BOUND) -> str:
-    from deploykit.repro.templates import issue_body
-
     return issue_body(spec, result, recipe, run, _environment(run), criterion)
 
 

@@ -7,15 +7,12 @@ so the quote is the ConvTranspose text the model was built against, word for wor
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING
 
 from deploykit.backends.base import ReproRecipe
 from deploykit.op.spec import DEFAULT_OPSET, ConvTransposeSpec
+from deploykit.repro.criterion import BOUND, Criterion
 from deploykit.results.result import Result
 from deploykit.results.store import Run
-
-if TYPE_CHECKING:
-    from deploykit.repro.bundle import Criterion
 
 SCRIPT = '''"""{title}
 
@@ -215,7 +212,6 @@ def _environment_lines(result: Result, recipe: ReproRecipe, env: dict) -> list[s
 def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, env: dict,
                criterion: Criterion | None = None) -> str:
     from deploykit.report.escape import md
-    from deploykit.repro.bundle import BOUND, install_line, issue_title
 
     criterion = criterion or BOUND
     w_kind = "graph input" if spec.weights_as_inputs else "initializer"
@@ -233,3 +229,50 @@ def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run
         "## Environment", "", *_environment_lines(result, recipe, env), "",
     ]
     return "\n".join(lines)
+
+
+def script_text(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, outputs: list[str],
+                criterion: Criterion = BOUND) -> str:
+    feeds = [] if recipe.reads_files else (["X", "W"] + (["B"] if spec.bias else []) if spec.weights_as_inputs else ["X"])
+    if criterion.tolerance is None:
+        compare, judged_by = COMPARE_BOUND, "bound.npy the largest rounding error\na correct float computation can make per element"
+    else:
+        compare = COMPARE_TOLERANCE.format(atol=criterion.tolerance.atol, rtol=criterion.tolerance.rtol)
+        judged_by = (f"judged as the run that found it judged:\n|actual - expected| <= atol + rtol * |expected| with {criterion.text}"
+                     " (the run's --atol/--rtol)")
+    return SCRIPT.format(
+        title=issue_title(spec, result, recipe, criterion), pip=install_line(spec, recipe), verdict=result.verdict,
+        imports=recipe.imports, runtime=recipe.runtime, version=recipe.version, dtype=spec.dtype, feeds=feeds,
+        invalid=not spec.is_valid, violations="; ".join(spec.violations()), run=recipe.run.rstrip(),
+        compare=compare, judged_by=judged_by,
+    )
+
+
+def install_line(spec: ConvTransposeSpec, recipe: ReproRecipe) -> str:
+    """What `pip install` needs: NumPy, the runtime, and ml_dtypes for bfloat16 (NumPy has none)."""
+    return f"numpy {recipe.pip}" + (" ml_dtypes" if spec.dtype == "bfloat16" else "")
+
+
+def issue_title(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, criterion: Criterion = BOUND) -> str:
+    what = {
+        "drift": "computes wrong values", "nonfinite": "returns NaN/Inf", "shape-mismatch": "returns the wrong output shape",
+        "rejected": "refuses a valid model", "accepted-invalid": "runs a model the ONNX spec rules out",
+        "crash": "aborts the process",
+    }[result.verdict]
+    if result.verdict == "drift" and criterion.tolerance is not None:
+        what = f"differs from the float64 answer by more than {criterion.text}"
+    runtime = f"{recipe.runtime} {result.backend_version}" if result.backend_version else recipe.runtime
+    return f"{runtime}: ConvTranspose {what} ({attribute_summary(spec)})"
+
+
+def attribute_summary(spec: ConvTransposeSpec) -> str:
+    """The config in ONNX's own words, defaults left out: what a maintainer reads in a title."""
+    defaults = ConvTransposeSpec(input_shape=spec.input_shape, out_channels=spec.out_channels, kernel_shape=spec.kernel_shape)
+    parts = [f"{spec.rank}-D X{list(spec.input_shape)}", f"kernel_shape={list(spec.kernel_shape)}"]
+    for name in ("strides", "pads", "output_padding", "dilations", "group", "auto_pad", "output_shape"):
+        value = getattr(spec, name)
+        if value != getattr(defaults, name):
+            parts.append(f"{name}={list(value) if isinstance(value, tuple) else value}")
+    if spec.dtype != "float32":
+        parts.append(spec.dtype)
+    return ", ".join(parts)

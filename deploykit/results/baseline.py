@@ -21,9 +21,9 @@ from pydantic import ConfigDict, Field, with_config
 from typing_extensions import NotRequired, Required, TypedDict
 
 from deploykit.errors import UsageError
-from deploykit.op.judging import VERDICTS
 from deploykit.results.result import Result
 from deploykit.schema import known_name, validated
+from deploykit.vocabulary import VERDICTS
 
 STRICT = ConfigDict(strict=True, extra="ignore")
 #: how many bad keys one error line names before "and N more"

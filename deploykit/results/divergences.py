@@ -18,13 +18,12 @@ from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, ConfigDict, Field, Strict, StringConstraints
 from pydantic.dataclasses import dataclass
 
-from deploykit.backends.base import PRECISIONS
 from deploykit.errors import UsageError
 from deploykit.op.hazards import HAZARDS
-from deploykit.op.judging import VERDICTS
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.paths import KNOWN_DIVERGENCES
 from deploykit.schema import known_name, validated
+from deploykit.vocabulary import PRECISIONS, VERDICTS
 from deploykit.yamlfile import read_yaml
 
 #: A string with more than blanks, kept as written: YAML's `true` or `5` is no name.

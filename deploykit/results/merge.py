@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from deploykit.conformance.run import MAX_SHARDS
 from deploykit.errors import RunAborted, UsageError
-from deploykit.results.parameters import as_option, same
+from deploykit.results.parameters import MAX_SHARDS, as_option, same
 from deploykit.results.store import Run, Store
 
 #: Run parameters every shard must share (jobs, threads and timeout may differ per CI machine).

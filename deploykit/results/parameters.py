@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The most shards a run may be split into (CI runners, not tasks: no shard may be empty either).
+MAX_SHARDS = 10_000
 #: parameters that are lists whose order does not change what runs
 UNORDERED = frozenset({"backends", "dtypes", "precisions"})
 

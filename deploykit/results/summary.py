@@ -16,11 +16,11 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
-from deploykit.op.judging import SKIPPED, VERDICTS
 from deploykit.results.dbcheck import stored_spec
 from deploykit.results.divergences import Divergence, match
 from deploykit.results.result import Result
 from deploykit.results.store import Run
+from deploykit.vocabulary import SKIPPED, VERDICTS
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Annotated, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
-from deploykit.backends.base import PRECISIONS
 from deploykit.errors import UsageError
 from deploykit.schema import known_name, validated
+from deploykit.vocabulary import PRECISIONS
 from deploykit.yamlfile import read_yaml
 
 DEFAULT_PROFILE = "default"
