@@ -73,3 +73,16 @@ def resolve(target: str) -> tuple[Any, tuple | None]:
             f"factory {target!r} returned {type(made).__name__}, expected an nn.Module or (module, example_inputs)"
         )
     return made, inputs
+
+
+def check_runs(module: Any, inputs: tuple, target: str) -> None:
+    """Run the module once so a wrong --input-shape is one line, not an exporter traceback."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    except Exception as error:  # noqa: BLE001
+        shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"{target} does not run on input shape(s) {shapes}: {first}") from None

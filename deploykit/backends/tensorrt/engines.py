@@ -326,3 +326,22 @@ def export_engine(model_bytes: bytes, output: Path, precision: str, profile: Eng
     except OSError as error:
         raise UsageError(f"--engine {output}: cannot write ({error.strerror})") from None
     return built
+
+
+def checked_export_profile(profile_name: str, precision: str, dtype: str) -> EngineProfile:
+    """The engine profile for `deploykit export --engine`, checked before any work: a bad profile, a precision it
+    leaves out, or no TensorRT/GPU here is one line, not a failure after the export."""
+    from deploykit.backends.tensorrt.profiles import load_profile
+
+    profile = load_profile(profile_name)
+    problem = precision_problem(precision, dtype, profile)
+    if problem:
+        raise UsageError(f"--engine-precision {precision}: {problem}")
+    reason = availability()
+    if reason:
+        raise UsageError(f"--engine: cannot build a TensorRT engine here: {reason}")
+    problem = precision_problem(precision, dtype, profile, tensorrt_version())
+    if problem:  # what this TensorRT version cannot build
+        raise UsageError(f"--engine-precision {precision}: {problem}")
+    check_profile_fits_gpu(profile)
+    return profile

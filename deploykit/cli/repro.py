@@ -1,0 +1,43 @@
+"""`deploykit repro`: a standalone folder that shows one result to a runtime's maintainers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from deploykit.cli.app import app
+from deploykit.cli.options import db_option, max_memory_option
+from deploykit.cli.shared import (
+    say,
+)
+from deploykit.errors import UsageError
+from deploykit.outputs import check_paths
+
+
+@app.command("repro")
+@db_option()
+@click.option("--config", "config", required=True, help="the config's id (or a 6+ character prefix) or label")
+@click.option("--backend", required=True, help="the backend whose result to reproduce")
+@click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="folder to write (created)")
+@max_memory_option("for the config")
+def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path, max_memory: str | None) -> None:
+    """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
+    from deploykit import backends as registry
+    from deploykit.execution.resources import parse_size
+    from deploykit.repro.bundle import write_bundle
+    from deploykit.repro.templates import install_line
+
+    check_paths(databases={"--db": db}, output_folders={"-o": output})
+    registry.get(backend)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output} is a file; give a folder")
+    budget = parse_size(max_memory) if max_memory is not None else None
+    bundle = write_bundle(db, config, backend, output, run_id, budget)
+    spec_label = bundle.result.label
+    say(f"wrote {', '.join(bundle.files)} to {output} ({bundle.result.verdict} of {backend} on {spec_label})")
+    from deploykit.op.spec import ConvTransposeSpec
+
+    spec = ConvTransposeSpec.from_dict(bundle.result.spec)  # read already: write_bundle checked it
+    say(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}")
