@@ -4,9 +4,9 @@
 
 RAW_DIR holds `gpu-specs.json` (config id -> spec), `gpu-outputs-torch-cuda.npz` and
 `gpu-outputs-ort-cuda.npz` (key "<config id>/<precision>" -> the output exactly as
-`deploykit.execute.run_backend` returned it) and `probes.json` (accumulation probes).  They were
+`deploykit.execution.execute.run_backend` returned it) and `probes.json` (accumulation probes).  They were
 measured with torch 2.11.0+cu130 (cuDNN 9.19.0) and onnxruntime-gpu 1.31.1 on an NVIDIA H200,
-driver 580.159.04, on 2026-12-04.  Inputs are never stored: `deploykit.onnxgen.make_inputs(spec)`
+driver 580.159.04, on 2026-12-04.  Inputs are never stored: `deploykit.onnxio.write.make_inputs(spec)`
 redraws X, W and B exactly from the config id.
 
 The fixture keeps the hardest cases, not all of them (tests/test_gpu_fixture.py judges them):
@@ -27,11 +27,11 @@ import numpy as np
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
-from deploykit.bound import OneSum, error_bound
-from deploykit.metrics import measure
-from deploykit.onnxgen import make_inputs
-from deploykit.reference import ExactAnswer
-from deploykit.spec import ConvTransposeSpec
+from deploykit.op.bound import OneSum, error_bound
+from deploykit.op.judging import measure
+from deploykit.onnxio.write import make_inputs
+from deploykit.op.reference import ExactAnswer
+from deploykit.op.spec import ConvTransposeSpec
 
 HERE = Path(__file__).resolve().parent
 MAX_ELEMENTS = 2048
@@ -85,8 +85,8 @@ def hardest(rows: list[dict]) -> list[dict]:
 
 
 def wrong_outputs() -> list[dict]:
-    from deploykit.execute import run_backend
-    from deploykit.onnxgen import build_case
+    from deploykit.execution.execute import run_backend
+    from deploykit.onnxio.write import build_case
 
     rows = []
     for config in WRONG:
