@@ -166,3 +166,11 @@ def test_few_modules_sit_directly_in_the_package():
 ])
 def test_each_vocabulary_table_lists_exactly_its_literal(literal, table):
     assert list(get_args(literal)) == list(table)
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject.toml lists the packages by name: a new subfolder left out installs as nothing in a wheel."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(init.parent.relative_to(PACKAGE.parent).parts) for init in PACKAGE.rglob("__init__.py")}
+    assert folders - listed == set()
