@@ -17,6 +17,10 @@ from pathlib import Path
 PACKAGED_DATA = "_conformance"
 
 
+#: The repository a source checkout or an editable install runs from (its conformance/ and engines/ folders).
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
 def _packaged_dir() -> Path | None:
     """The data shipped inside an installed package, or None in a checkout or editable install.
 
@@ -31,7 +35,7 @@ def conformance_dir() -> Path:
     override = os.environ.get("DEPLOYKIT_CONFORMANCE_DIR")
     if override:
         return Path(override)
-    return _packaged_dir() or Path(__file__).resolve().parents[1] / "conformance"
+    return _packaged_dir() or SOURCE_ROOT / "conformance"
 
 
 CONFORMANCE_DIR = conformance_dir()

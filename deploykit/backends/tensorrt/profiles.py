@@ -22,6 +22,7 @@ from typing import Annotated, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from deploykit.errors import UsageError
+from deploykit.paths import SOURCE_ROOT
 from deploykit.schema import known_name, validated
 from deploykit.vocabulary import PRECISIONS
 from deploykit.yamlfile import read_yaml
@@ -40,7 +41,7 @@ def profiles_dir() -> Path:
     packaged = resources.files("deploykit").joinpath("_engines").joinpath("profiles")
     if isinstance(packaged, Path) and packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[1] / "engines" / "profiles"
+    return SOURCE_ROOT / "engines" / "profiles"
 
 
 def _size(value: Union[int, str]) -> int:
