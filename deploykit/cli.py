@@ -578,18 +578,27 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
 
 @app.command("repro")
 @click.option("--db", default="deploykit-results.db", show_default=True, type=click.Path(path_type=Path), help="SQLite results database")
-@click.option("--config", "config", required=True, help="the config's id (or a 6+ character prefix) or label")
-@click.option("--backend", required=True, help="the backend whose result to reproduce")
+@click.option("--config", "config", default=None, help="the config's id (or a 6+ character prefix) or label")
+@click.option("--backend", default=None, help="the backend whose result to reproduce")
 @click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="folder to write (created)")
 @click.option("--max-memory", default=None, help="memory budget for the config, e.g. 512M or 8G [default: a quarter of memory, at most 4G]")
-def repro_command(db: Path, config: str, backend: str, run_id: int | None, output: Path, max_memory: str | None) -> None:
+@click.option("--divergence", default=None,
+              help="a known divergence's id: write its folder from conformance/known_divergences.yaml instead of a result"
+                   " (`all`: every one, each in -o/<id>)")
+def repro_command(db: Path, config: str | None, backend: str | None, run_id: int | None, output: Path, max_memory: str | None,
+                  divergence: str | None) -> None:
     """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
     from deploykit import backends as registry
     from deploykit.execution.resources import parse_size
     from deploykit.repro.bundle import write_bundle
     from deploykit.repro.templates import install_line
 
+    if divergence is not None or _repro_given(("config", "backend", "run_id", "max_memory")) is None:
+        _repro_divergence(divergence, output)
+        return
+    if config is None or backend is None:
+        raise UsageError(f"repro needs --{'config' if config is None else 'backend'}: --config and --backend name a result in --db")
     check_paths(databases={"--db": db}, output_folders={"-o": output})
     registry.get(backend)
     if output.exists() and not output.is_dir():
@@ -602,6 +611,29 @@ def repro_command(db: Path, config: str, backend: str, run_id: int | None, outpu
 
     spec = ConvTransposeSpec.from_dict(bundle.result.spec)  # read already: write_bundle checked it
     _say(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}")
+
+
+def _repro_given(names: tuple[str, ...]) -> str | None:
+    """The first of `names` given on the command line (--db too), or None."""
+    context = click.get_current_context()
+    given = [name for name in ("db", *names) if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    return given[0] if given else None
+
+
+def _repro_divergence(divergence: str | None, output: Path) -> None:
+    """`repro --divergence ID`: the folder written from the known-divergence table (deploykit.repro.divergence)."""
+    from deploykit.paths import KNOWN_DIVERGENCES
+    from deploykit.repro.divergence import write_divergences
+
+    other = _repro_given(("config", "backend", "run_id", "max_memory"))
+    if divergence is None:
+        raise UsageError("repro needs --config and --backend (a result in --db), or --divergence ID (a known divergence)")
+    if other is not None:
+        raise UsageError(f"--divergence writes from the known-divergence table; --{other.replace('_id', '').replace('_', '-')}"
+                         " is for a result in --db: give one or the other")
+    check_paths(inputs={"the known-divergence table": KNOWN_DIVERGENCES}, output_folders={"-o": output})
+    for written in write_divergences(divergence, output):
+        _say(f"wrote {', '.join(written.files)} to {written.folder} (known divergence {written.id})")
 
 
 @app.command("profile")
