@@ -152,3 +152,17 @@ def test_an_entry_with_several_verdicts_names_the_one_its_repro_shows():
              "reason": "r", "repro": {"backend": "torch-cpu", "spec": {"input_shape": [1, 1, 2], "out_channels": 1, "kernel_shape": [1]}}}
     with pytest.raises(UsageError, match="repro.verdict: is required where the entry lists several verdicts"):
         validated(Divergence, entry, "entry")
+
+
+def test_a_run_stored_with_a_repro_path_keeps_its_own_table():
+    """Tables before the `repro:` block named a script path there; a run stored with one is still
+    judged with its own table, not today's."""
+    from deploykit.results.divergences import for_run, snapshot
+
+    stored = snapshot(TABLE)
+    for entry in stored:
+        if "repro" in entry:
+            entry["repro"] = f"conformance/repros/{entry['id']}/repro.py"
+    stored[0]["reason"] = "as the run saw it"
+    table = for_run(stored)
+    assert table[0].reason == "as the run saw it" and all(entry.repro is None for entry in table)
