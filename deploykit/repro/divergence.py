@@ -25,9 +25,9 @@ from deploykit.errors import UsageError
 from deploykit.onnxio.write import build_case
 from deploykit.op.bound import describe
 from deploykit.op.spec import ConvTransposeSpec
-from deploykit.repro.bundle import _write_arrays
+from deploykit.repro.bundle import fill, install
 from deploykit.repro.criterion import Criterion
-from deploykit.repro.folder import IDENTITY, check_target, write_bundle_folder
+from deploykit.repro.folder import IDENTITY, check_target
 from deploykit.repro.templates import issue_body, script_text
 from deploykit.results.divergences import Divergence, load
 from deploykit.results.result import Result
@@ -91,11 +91,11 @@ def _write_script(ident: str, folder: Path, entry: Divergence | None) -> Written
     identity = _identity(config_id, expect, repro.backend if repro else "", repro.precision if repro else "fp32")
     target = check_target(folder, identity, ident)
 
-    def fill(staging: Path) -> list[str]:
+    def copy(staging: Path) -> list[str]:
         (staging / "repro.py").write_bytes(script.read_bytes())
         return ["repro.py"]
 
-    return Written(ident, folder, _install(folder, target, identity, ident, {"divergence": ident, "script": True}, fill))
+    return Written(ident, folder, install(target, identity, ident, {"divergence": ident, "script": True}, copy))
 
 
 def _write_generated(entry: Divergence, folder: Path) -> Written:
@@ -109,16 +109,11 @@ def _write_generated(entry: Divergence, folder: Path) -> Written:
     identity = {name: getattr(result, name) for name in IDENTITY}
     target = check_target(folder, identity, spec.label)
     case = build_case(spec)
-
-    def fill(staging: Path) -> list[str]:
-        files = ["model.onnx", *_write_arrays(staging, spec, case, models, criterion)]
-        (staging / "model.onnx").write_bytes(case.model_bytes)
-        (staging / "repro.py").write_text(script_text(spec, result, recipe, case.output_names, criterion))
-        (staging / "ISSUE.md").write_text(_issue(entry, spec, result, recipe, criterion))
-        return [*files, "repro.py", "ISSUE.md"]
-
+    script = script_text(spec, result, recipe, case.output_names, criterion)
+    issue = _issue(entry, spec, result, recipe, criterion)
     details = {"divergence": entry.id, "verdict": result.verdict, "criterion": criterion.as_dict()}
-    return Written(entry.id, folder, _install(folder, target, identity, spec.label, details, fill))
+    files = install(target, identity, spec.label, details, lambda staging: fill(staging, case, models, criterion, script, issue))
+    return Written(entry.id, folder, files)
 
 
 def _recipe(entry: Divergence, spec: ConvTransposeSpec) -> ReproRecipe:
@@ -142,10 +137,3 @@ def _issue(entry: Divergence, spec: ConvTransposeSpec, result: Result, recipe: R
         " in conformance/known_divergences.yaml",
     ]
     return issue_body(spec, result, recipe, None, {}, criterion, happens=happens, environment=environment)
-
-
-def _install(folder: Path, target, identity: dict[str, str], label: str, details: dict, fill) -> list[str]:
-    try:
-        return write_bundle_folder(target, identity, label, details, fill)
-    except OSError as error:
-        raise UsageError(f"-o {folder}: cannot write ({error.strerror}); what was there is unchanged") from None
