@@ -594,8 +594,12 @@ def repro_command(db: Path, config: str | None, backend: str | None, run_id: int
     from deploykit.repro.bundle import write_bundle
     from deploykit.repro.templates import install_line
 
-    if divergence is not None or _repro_given(("config", "backend", "run_id", "max_memory")) is None:
-        _repro_divergence(divergence, output)
+    given = _given_options(("db", "config", "backend", "run_id", "max_memory"))
+    if divergence is not None or not given:
+        from deploykit.repro.divergence import divergence_command
+
+        for written in divergence_command(divergence, output, given):
+            _say(f"wrote {', '.join(written.files)} to {written.folder} (known divergence {written.id})")
         return
     if config is None or backend is None:
         raise UsageError(f"repro needs --{'config' if config is None else 'backend'}: --config and --backend name a result in --db")
@@ -613,27 +617,12 @@ def repro_command(db: Path, config: str | None, backend: str | None, run_id: int
     _say(f"run it: pip install {install_line(spec, bundle.recipe)} && python {output / 'repro.py'}")
 
 
-def _repro_given(names: tuple[str, ...]) -> str | None:
-    """The first of `names` given on the command line (--db too), or None."""
+def _given_options(names: tuple[str, ...]) -> list[str]:
+    """Which of the current command's options `names` were given on the command line, as typed (`--run`)."""
     context = click.get_current_context()
-    given = [name for name in ("db", *names) if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
-    return given[0] if given else None
-
-
-def _repro_divergence(divergence: str | None, output: Path) -> None:
-    """`repro --divergence ID`: the folder written from the known-divergence table (deploykit.repro.divergence)."""
-    from deploykit.paths import KNOWN_DIVERGENCES
-    from deploykit.repro.divergence import write_divergences
-
-    other = _repro_given(("config", "backend", "run_id", "max_memory"))
-    if divergence is None:
-        raise UsageError("repro needs --config and --backend (a result in --db), or --divergence ID (a known divergence)")
-    if other is not None:
-        raise UsageError(f"--divergence writes from the known-divergence table; --{other.replace('_id', '').replace('_', '-')}"
-                         " is for a result in --db: give one or the other")
-    check_paths(inputs={"the known-divergence table": KNOWN_DIVERGENCES}, output_folders={"-o": output})
-    for written in write_divergences(divergence, output):
-        _say(f"wrote {', '.join(written.files)} to {written.folder} (known divergence {written.id})")
+    options = {param.name: param for param in context.command.params}
+    return [max(options[name].opts, key=len) for name in names
+            if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
 
 
 @app.command("profile")
