@@ -588,7 +588,7 @@ def conformance_fuzz(backends: str | None, budget: float | None, max_examples: i
                    " (`all`: every one, each in -o/<id>)")
 def repro_command(db: Path, config: str | None, backend: str | None, run_id: int | None, output: Path, max_memory: str | None,
                   divergence: str | None) -> None:
-    """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result."""
+    """Write a standalone repro folder (model, inputs, expected output, repro.py, ISSUE.md) for one result, or for a known divergence."""
     from deploykit import backends as registry
     from deploykit.execution.resources import parse_size
     from deploykit.repro.bundle import write_bundle
