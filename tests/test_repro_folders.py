@@ -137,9 +137,10 @@ def test_bad_divergence_options_are_one_line_exit_2(tmp_path, args, needles):
     ({"spec": {"input_shape": [1, 1, 2], "out_channels": 1, "kernel_shape": [1], "stride": 2}}, "unknown key(s) stride"),
     ({"colour": "red"}, "repro.colour: unknown key"),
     ({"script": "yes"}, "repro.script: must be a valid boolean"),
+    ({"version": "0.26.0"}, "repro.version: '0.26.0' is outside the entry's versions (>=0.27)"),
 ])
 def test_a_bad_repro_block_is_named(change, needle):
-    entry = {"id": "x", "backends": ["tvm-cpu"], "hazard": "pads_with_auto_pad", "verdicts": ["accepted-invalid"], "reason": "r",
+    entry = {"id": "x", "backends": ["tvm-cpu"], "hazard": "pads_with_auto_pad", "verdicts": ["accepted-invalid"], "reason": "r", "versions": ">=0.27",
              "repro": {"backend": "tvm-cpu", "spec": {"input_shape": [1, 1, 2], "out_channels": 1, "kernel_shape": [1]}}}
     entry["repro"].update(change)
     with pytest.raises(UsageError) as raised:

@@ -124,6 +124,8 @@ class Divergence:
             raise ValueError(f"repro.verdict: is required where the entry lists several verdicts ({', '.join(self.verdicts)})")
         if repro.verdict is not None and repro.verdict not in self.verdicts:
             raise ValueError(f"repro.verdict: {repro.verdict!r} is none of the entry's verdicts ({', '.join(self.verdicts)})")
+        if repro.version is not None and not version_in(repro.version, self.versions):
+            raise ValueError(f"repro.version: {repro.version!r} is outside the entry's versions ({self.versions})")
         return self
 
     @property
