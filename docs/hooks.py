@@ -104,12 +104,14 @@ def _upstream(text: str) -> str:
     return _cell(text)
 
 
-def _repro(path: str, repo_url: str | None) -> str:
-    """The repro's path in the repository; a link when mkdocs.yml names the repository."""
-    if not path:
+def _repro(entry, repo_url: str | None) -> str:
+    """The repro folder's path in the repository (`deploykit repro --divergence ID` writes it); a link
+    when mkdocs.yml names the repository."""
+    if entry.repro is None:
         return ""
+    path = f"conformance/repros/{entry.id}/"
     if repo_url:
-        return f"[`{path}`]({repo_url.rstrip('/')}/blob/main/{path})"
+        return f"[`{path}`]({repo_url.rstrip('/')}/tree/main/{path})"
     return f"`{path}`"
 
 
@@ -123,7 +125,7 @@ def divergence_table(table: list | None = None, repo_url: str | None = None) -> 
         limits = "; ".join(part for part in (", ".join(entry.precisions), entry.versions) if part)
         lines.append(
             f"| `{entry.id}` | {', '.join(entry.backends)} | {', '.join(entry.verdicts)} | {_cell(limits)} | "
-            f"{_cell(entry.reason)} | {_upstream(entry.upstream)} | {_repro(entry.repro, repo_url)} |"
+            f"{_cell(entry.reason)} | {_upstream(entry.upstream)} | {_repro(entry, repo_url)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -4,8 +4,8 @@
 predicate matches a layer, and `conformance run` marks a failure `known` when it does; both are
 only as right as the predicate.  For EVERY entry, here:
 
-- its documented minimal case (the repro folder's model.onnx or repro.py, else MINIMAL below) is
-  matched by its predicate;
+- its documented minimal case (the config of its `repro:` block, the one conformance/repros/<id>/
+  is written from, else MINIMAL below) is matched by its predicate;
 - on the one-attribute neighbours of every minimal case, and on configs drawn by the fuzz
   strategies, run on each of the entry's backends that this machine has:
   - narrow: a failure is explained by an entry whose predicate matches the config (else a
@@ -22,14 +22,10 @@ are held to the wide check only on a CPU with that feature: other CPUs run other
 
 from __future__ import annotations
 
-import ast
-import re
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from conftest import NEEDS_CPU_FLAG, ROOT
+from conftest import NEEDS_CPU_FLAG
 from hypothesis import HealthCheck, Phase, given, settings
 
 from deploykit import backends as registry
@@ -38,7 +34,6 @@ from deploykit.execution.execute import Executor
 from deploykit.execution.harness import Task, WorkerOptions, run_tasks
 from deploykit.fuzz.strategies import specs
 from deploykit.lint import SHAPE_INFERENCE, findings_for
-from deploykit.onnxio.read import conv_transpose_nodes
 from deploykit.onnxio.write import build_case, inferred_output_shape
 from deploykit.op.hazards import HAZARDS
 from deploykit.op.spec import BFLOAT16_MIN_OPSET, SpecError
@@ -46,7 +41,7 @@ from deploykit.op.spec import ConvTransposeSpec as Spec
 from deploykit.results.divergences import EXPLAINABLE, Divergence, load, version_in
 
 TABLE = load()
-#: Minimal cases of the entries that have no repro folder: the configs their reasons describe.
+#: Minimal cases of the entries that have no `repro:` block: the configs their reasons describe.
 MINIMAL: dict[str, list[Spec]] = {
     "ort-output-padding-ge-stride": [Spec((1, 1, 3), 1, (3,), dilations=2, output_padding=1)],
     "onnx-reference-output-padding-ge-stride": [Spec((1, 1, 3), 1, (3,), dilations=2, output_padding=1)],
@@ -60,10 +55,6 @@ MINIMAL: dict[str, list[Spec]] = {
     "shape-inference-same-output-padding": [Spec((1, 1, 2), 1, (3,), strides=2, output_padding=1, auto_pad="SAME_UPPER")],
     "shape-inference-same-negative-padding": [Spec((1, 1, 2), 1, (1,), strides=2, auto_pad="SAME_UPPER")],
     "tensorrt-output-shape-split": [Spec((1, 1, 3), 1, (3,), strides=2, output_shape=(6,))],
-    # its repro.py tries these three float64 models on the CUDA provider
-    "ort-cuda-float64-no-provider": [Spec((1, 1, 3), 1, (3,), pads=1, dtype="float64", bias=False),
-                                     Spec((1, 1, 3), 1, (3,), auto_pad="SAME_UPPER", dtype="float64", bias=False),
-                                     Spec((1, 1, 3), 1, (3,), auto_pad="VALID", dtype="float64", bias=False)],
 }
 #: Backends that run a config in milliseconds; tract (one process per config) and TVM (a compile
 #: per config) take about a second and run in the slow tests.
@@ -75,44 +66,22 @@ WIDER = "wider than"
 
 
 # ----- the documented minimal case of each entry -----------------------------------------------
-def _literal(node: ast.expr):
-    """A repro.py value: a literal, or the literal inside `np.array([...], dtype=...)`."""
-    return ast.literal_eval(node.args[0] if isinstance(node, ast.Call) else node)
-
-
-def _script_spec(script: Path) -> Spec:
-    """The config a generated repro.py writes (ATTRIBUTES, X, W, B), read without importing the runtime."""
-    text = script.read_text()
-    values = {
-        node.targets[0].id: _literal(node.value)
-        for node in ast.parse(text).body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id in ("ATTRIBUTES", "X", "W", "B")
-    }
-    attributes = dict(values["ATTRIBUTES"])
-    group = attributes.get("group", 1)
-    opset = int(re.search(r'make_opsetid\(""\s*,\s*(\d+)\)', text).group(1))
-    return Spec(np.array(values["X"]).shape, np.array(values["W"]).shape[1] * group, bias="B" in values, opset=opset,
-                **attributes)
-
-
 def minimal_cases(entry: Divergence) -> list[Spec]:
-    """The entry's MINIMAL configs where listed (a repro that tries several models), else its repro
-    (model.onnx, else the config repro.py writes)."""
-    if entry.id in MINIMAL:
-        return MINIMAL[entry.id]
-    if entry.repro:
-        folder = ROOT / Path(entry.repro).parent
-        if (folder / "model.onnx").is_file():
-            return [node.spec for node in conv_transpose_nodes(onnx.load(str(folder / "model.onnx")))]
-        return [_script_spec(folder / "repro.py")]
+    """The config of the entry's `repro:` block (its repro folder is written from it), else MINIMAL's."""
+    if entry.repro is not None:
+        return [entry.repro.config]
     return MINIMAL.get(entry.id, [])
+
+
+def test_minimal_is_only_for_entries_without_a_repro_block():
+    """One source per minimal case: an entry with a `repro:` block is not listed again here."""
+    assert not [entry.id for entry in TABLE if entry.repro is not None and entry.id in MINIMAL]
 
 
 @pytest.mark.parametrize("entry", TABLE, ids=[e.id for e in TABLE])
 def test_each_entry_has_a_minimal_case_its_predicate_matches(entry):
     cases = minimal_cases(entry)
-    assert cases, f"{entry.id}: no minimal case; add a repro folder or a MINIMAL entry in {Path(__file__).name}"
+    assert cases, f"{entry.id}: no minimal case; add a `repro:` block to the entry or a MINIMAL entry in {Path(__file__).name}"
     for spec in cases:
         assert spec is not None and HAZARDS[entry.hazard].applies(spec), f"{entry.id}: {entry.hazard} misses {spec}"
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from deploykit.cli.app import app
-from deploykit.cli.shared import (
-    print_error,
-)
+from deploykit.cli.shared import print_error
 from deploykit.errors import MissingDependency, RunAborted, RunInterrupted, UsageError
 
 

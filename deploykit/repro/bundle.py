@@ -16,6 +16,7 @@ Where the folder goes, and why nothing in it is ever overwritten, is `deploykit.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from deploykit.op.judging import Tolerance
 from deploykit.op.reference import ExactAnswer
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.repro.criterion import BOUND, Criterion
-from deploykit.repro.folder import IDENTITY, check_target, write_bundle_folder
+from deploykit.repro.folder import IDENTITY, Target, check_target, write_bundle_folder
 from deploykit.repro.templates import issue_body, script_text
 from deploykit.results.dbcheck import stored_spec
 from deploykit.results.result import Result
@@ -136,20 +137,29 @@ def write_bundle(db: Path, config: str, backend: str, folder: Path, run_id: int 
     identity = {name: getattr(result, name) for name in IDENTITY}
     target = check_target(folder, identity, result.label)
     case = build_case(spec)
-
-    def fill(staging: Path) -> list[str]:
-        files = ["model.onnx", *_write_arrays(staging, spec, case, models, criterion)]
-        (staging / "model.onnx").write_bytes(case.model_bytes)
-        (staging / "repro.py").write_text(script_text(spec, result, recipe, case.output_names, criterion))
-        (staging / "ISSUE.md").write_text(issue_text(spec, result, recipe, run, criterion))
-        return [*files, "repro.py", "ISSUE.md"]
-
+    script = script_text(spec, result, recipe, case.output_names, criterion)
+    issue = issue_text(spec, result, recipe, run, criterion)
     details = {"verdict": result.verdict, "run_id": run.run_id, "criterion": criterion.as_dict()}
-    try:
-        files = write_bundle_folder(target, identity, result.label, details, fill)
-    except OSError as error:
-        raise UsageError(f"-o {folder}: cannot write ({error.strerror}); what was there is unchanged") from None
+    files = install(target, identity, result.label, details, lambda staging: fill(staging, case, models, criterion, script, issue))
     return Bundle(folder, files, result, recipe, criterion)
+
+
+def fill(staging: Path, case, models: tuple[Accumulation, ...], criterion: Criterion, script: str, issue: str) -> list[str]:
+    """A bundle's files, written into the staging folder: the same for a stored result and a known
+    divergence (deploykit.repro.divergence), only the script and issue text differ."""
+    files = ["model.onnx", *_write_arrays(staging, case.spec, case, models, criterion)]
+    (staging / "model.onnx").write_bytes(case.model_bytes)
+    (staging / "repro.py").write_text(script)
+    (staging / "ISSUE.md").write_text(issue)
+    return [*files, "repro.py", "ISSUE.md"]
+
+
+def install(target: Target, identity: dict[str, str], label: str, details: dict, writer: Callable[[Path], list[str]]) -> list[str]:
+    """Write the folder (deploykit.repro.folder: staged, then moved into place); a failed write is one line."""
+    try:
+        return write_bundle_folder(target, identity, label, details, writer)
+    except OSError as error:
+        raise UsageError(f"-o {target.given}: cannot write ({error.strerror}); what was there is unchanged") from None
 
 
 def _write_arrays(folder: Path, spec: ConvTransposeSpec, case, models: tuple[Accumulation, ...], criterion: Criterion) -> list[str]:

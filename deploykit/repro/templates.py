@@ -209,15 +209,17 @@ def _environment_lines(result: Result, recipe: ReproRecipe, env: dict) -> list[s
     ]
 
 
-def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run, env: dict,
-               criterion: Criterion | None = None) -> str:
+def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run: Run | None, env: dict,
+               criterion: Criterion | None = None, happens: str | None = None, environment: list[str] | None = None) -> str:
+    """The issue text; `happens` and `environment` replace the runtime's message and the machine's
+    record where the folder is written from a known divergence (no run, bytes the same on every machine)."""
     from deploykit.report.escape import md
 
     criterion = criterion or BOUND
     w_kind = "graph input" if spec.weights_as_inputs else "initializer"
     lines = [
         f"# {md(issue_title(spec, result, recipe, criterion))}", "",
-        "## What happens", "", _actual(result), "",
+        "## What happens", "", _actual(result) if happens is None else happens, "",
         f"## Minimal model (one ConvTranspose node, opset {spec.opset}, {spec.dtype})", "",
         "| | |", "|---|---|",
         f"| X | `{list(spec.input_shape)}` |", f"| W ({w_kind}) | `{list(spec.weight_shape)}` |",
@@ -226,7 +228,7 @@ def issue_body(spec: ConvTransposeSpec, result: Result, recipe: ReproRecipe, run
         *[line for quote in _quotes(spec) for line in (textwrap.fill(quote, 100, initial_indent="> ", subsequent_indent="> "), "")],
         _expected(spec, criterion, result), "",
         "## Reproduce", "", "```", f"pip install {install_line(spec, recipe)}", "python repro.py   # exit code 1 while the problem is present", "```", "",
-        "## Environment", "", *_environment_lines(result, recipe, env), "",
+        "## Environment", "", *(_environment_lines(result, recipe, env) if environment is None else environment), "",
     ]
     return "\n".join(lines)
 

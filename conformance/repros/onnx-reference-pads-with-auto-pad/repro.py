@@ -17,6 +17,7 @@ from onnx.reference import ReferenceEvaluator
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = "onnx.reference"
+VERSION = onnx.__version__
 DTYPE = "float32"
 FEEDS = ['X']  # the graph inputs, in order
 SPEC_INVALID = True  # the model breaks a rule of the ONNX spec: a runtime must refuse it
@@ -58,7 +59,7 @@ def compare(actual):
 
 
 def main():
-    print(f"{RUNTIME} {onnx.__version__}, numpy {np.__version__}")
+    print(f"{RUNTIME} {VERSION}, numpy {np.__version__}")
     feeds = {name: load(name) for name in FEEDS}
     try:
         actual = np.asarray(run(str(HERE / "model.onnx"), feeds))

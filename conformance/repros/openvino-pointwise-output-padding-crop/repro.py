@@ -16,6 +16,7 @@ import openvino
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = "OpenVINO"
+VERSION = openvino.__version__
 DTYPE = "float32"
 FEEDS = ['X']  # the graph inputs, in order
 SPEC_INVALID = False  # the model breaks a rule of the ONNX spec: a runtime must refuse it
@@ -70,7 +71,7 @@ def compare(actual):
 
 
 def main():
-    print(f"{RUNTIME} {openvino.__version__}, numpy {np.__version__}")
+    print(f"{RUNTIME} {VERSION}, numpy {np.__version__}")
     feeds = {name: load(name) for name in FEEDS}
     try:
         actual = np.asarray(run(str(HERE / "model.onnx"), feeds))

@@ -16,6 +16,7 @@ import onnxruntime
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = "onnxruntime"
+VERSION = onnxruntime.__version__
 DTYPE = "float32"
 FEEDS = ['X']  # the graph inputs, in order
 SPEC_INVALID = False  # the model breaks a rule of the ONNX spec: a runtime must refuse it
@@ -60,7 +61,7 @@ def compare(actual):
 
 
 def main():
-    print(f"{RUNTIME} {onnxruntime.__version__}, numpy {np.__version__}")
+    print(f"{RUNTIME} {VERSION}, numpy {np.__version__}")
     feeds = {name: load(name) for name in FEEDS}
     try:
         actual = np.asarray(run(str(HERE / "model.onnx"), feeds))

@@ -8,11 +8,11 @@ inputs, expected.npy the float64 answer of the ONNX formula, bound.npy the large
 a correct float computation can make per element.  ISSUE.md says more.
 """
 
-import importlib.metadata
 import sys
 from pathlib import Path
 
 import numpy as np
+import importlib.metadata
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = "tinygrad"

@@ -16,6 +16,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 RUNTIME = "PyTorch"
+VERSION = torch.__version__
 DTYPE = "bfloat16"
 FEEDS = []  # the graph inputs, in order
 SPEC_INVALID = False  # the model breaks a rule of the ONNX spec: a runtime must refuse it
@@ -64,7 +65,7 @@ def compare(actual):
 
 
 def main():
-    print(f"{RUNTIME} {torch.__version__}, numpy {np.__version__}")
+    print(f"{RUNTIME} {VERSION}, numpy {np.__version__}")
     feeds = {name: load(name) for name in FEEDS}
     try:
         actual = np.asarray(run(str(HERE / "model.onnx"), feeds))
