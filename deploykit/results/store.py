@@ -284,6 +284,7 @@ class Store:
             (time.time(), matrix, json.dumps(parameters), json.dumps(environment), planned, json.dumps(owner),
              json.dumps(known_divergences)),
         )
+        assert cursor.lastrowid is not None, "an INSERT sets lastrowid"
         return int(cursor.lastrowid)
 
     @guarded
