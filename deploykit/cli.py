@@ -151,7 +151,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
         if spec.is_valid:
             problem = check_problem(case.model)  # ONNX's finding about itself: written down, the case kept
             unchecked += [(spec.label, problem)] if problem else []
-            expected = run_spec(spec, case.x, case.w, case.b)
+            expected = run_spec(spec, case.x, case.require_weights(), case.b)
         else:
             expected = None
         safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.label).strip("._") or "config"
@@ -317,9 +317,10 @@ def _render(summary, results: list, known: list, format_: str) -> str:
         return to_junit(summary, results, known)
     if format_ == "html":
         return to_html(summary, results)
-    console = Console(width=160, file=io.StringIO(), markup=False)
+    buffer = io.StringIO()
+    console = Console(width=160, file=buffer, markup=False)
     print_summary(summary, console)
-    return console.file.getvalue()
+    return buffer.getvalue()
 
 
 #: command-line options of `conformance run` -> the run parameter they set (see RESUME_FIXED)
@@ -348,7 +349,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 def _precisions(text: str) -> list[str]:
     from deploykit.backends.base import PRECISIONS
 
-    chosen = _csv(text, "--precisions")
+    chosen = _csv(text, "--precisions") or []  # a list: `text` is given
     for precision in chosen:
         if precision not in PRECISIONS:
             raise UsageError(f"--precisions: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -668,6 +669,7 @@ def profile_command(
         spec = matrix_spec(matrix, config)
         targets, source = targets_for_spec(spec, batches, budget), f"matrix {matrix}: {spec.label} ({spec.id})"
     else:
+        assert model is not None, "one of MODEL and --matrix, checked above"
         overrides = dict(parse_shape(text) for text in shapes)
         targets, source = targets_for_model(model, overrides, batches, budget), str(model)
     options = _timing_options(warmup_ms, iterations, duration, include_transfers, cuda_graph)
@@ -765,6 +767,7 @@ def export_command(
         sys.exit(1)
     engine_refused = None
     if engine is not None and report.exit_code == 0:
+        assert engine_settings is not None, "made above when --engine is given"
         try:
             engines.export_engine(output.read_bytes(), engine, engine_precision, engine_settings)
             report.engine = str(engine)
