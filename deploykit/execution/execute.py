@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from deploykit.results import divergences
 from deploykit.results.result import Result
 
 
-def skip_reason(backend: Backend, availability: Availability, case: Case, config: BuildConfig) -> tuple[str, str] | None:
+def skip_reason(backend: Backend, availability: Availability, case: Case, config: BuildConfig) -> tuple[Literal["unavailable", "unsupported"], str] | None:
     """(`unavailable` | `unsupported`, why) when the backend should not even be tried."""
     if not availability.available:
         return "unavailable", availability.reason

@@ -37,6 +37,7 @@ from deploykit.op.judging import Tolerance
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.results import divergences
 from deploykit.results.result import Result
+from deploykit.vocabulary import Verdict
 
 READY, PHASE, RESULT, FAILED = "ready", "phase", "result", "failed"
 BACKEND = "backend"
@@ -184,7 +185,7 @@ class _Worker:
         Path(self.stderr_path).unlink(missing_ok=True)
 
 
-def _failure(task: Task, verdict: str, reason: str, elapsed: float, known: list[divergences.Divergence],
+def _failure(task: Task, verdict: Verdict, reason: str, elapsed: float, known: list[divergences.Divergence],
              version: str | None) -> Result:
     """A verdict the parent gives (the worker died or overran), matched against the known divergences
     like any other: a runtime that is known to abort on a config is `crash`, known."""
@@ -226,7 +227,7 @@ class WorkerPool:
             worker.stop()
         self.workers = []
 
-    def _failure(self, task: Task, verdict: str, reason: str, elapsed: float) -> Result:
+    def _failure(self, task: Task, verdict: Verdict, reason: str, elapsed: float) -> Result:
         return _failure(task, verdict, reason, elapsed, self.known, self.versions.get(task.backend))
 
     def _new_worker(self) -> _Worker:
