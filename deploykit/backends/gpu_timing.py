@@ -31,7 +31,7 @@ class Sample:
 
 
 #: What a runner's `iteration` returns: one call per sample, its latency in ms or a `Sample`.
-Timed = Callable[[], "float | Sample"]
+Timed = Callable[[], float | Sample]
 
 
 #: Why a GPU backend reports host latency only when torch cannot make CUDA events.

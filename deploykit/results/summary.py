@@ -202,7 +202,7 @@ def _narrow_sums(results: Iterable[Result]) -> list[NarrowSums]:
             groups[(r.backend_label, r.dtype)].append(r)
     found = []
     for (backend, dtype), rows in sorted(groups.items()):
-        ratios = [r.float32_sum_ratio for r in rows if r.float32_sum_ratio is not None]  # all of them: grouped so
+        ratios = [r.float32_sum_ratio for r in rows if r.float32_sum_ratio is not None]  # every row has one: grouped on it
         beyond = [ratio for ratio in ratios if ratio > 1]
         found.append(NarrowSums(backend, dtype, rows[0].accumulation or "", len(rows), len(beyond), max(beyond, default=None)))
     return found
