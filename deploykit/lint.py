@@ -200,7 +200,7 @@ def lint(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None, back
         from deploykit.errors import UsageError
         from deploykit.results import dbcheck
 
-        if dbcheck.is_damage(error):
+        if db is not None and dbcheck.is_damage(error):  # only a database raises it
             raise dbcheck.damaged(db, error) from None
         raise UsageError(f"{db} is not a deploykit results database ({error})") from None
     finally:

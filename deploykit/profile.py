@@ -94,7 +94,8 @@ def targets_for_model(path: Path, shapes: dict[str, tuple[int, ...]], batches: l
                       budget: int | None = None) -> list[Target]:
     model = load_model(path)
     targets = []
-    for batch in batches or [None]:
+    chosen: list[int | None] = list(batches) if batches else [None]  # None: the model's own batch
+    for batch in chosen:
         concrete = resolve_shapes(model, shapes, batch)
         _check_model_budget(model, path, concrete, budget or resources.default_budget())
         case, flops = case_from_model(model, concrete)
@@ -153,7 +154,7 @@ def profile(
             outcome = run_backend(backend, availability, target.case, config, options)
             if outcome.status == "ok" and outcome.stats is None:
                 outcome.status, outcome.reason = "rejected", outcome.timing_problem or "no timing samples"
-            if outcome.status != "ok":
+            if outcome.status != "ok" or outcome.stats is None:  # no stats: made "rejected" just above
                 row.status, row.reason = outcome.status, outcome.reason
                 continue
             _fill_figures(row, outcome.stats, target)

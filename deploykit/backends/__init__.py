@@ -77,7 +77,8 @@ def default_backends() -> tuple[list[str], list[str]]:
     """What `conformance run` uses when --backends is not given: every available CPU backend that
     declares itself fit for a default run (fast enough for the shipped matrices), and, apart, the
     ones left out because they are not installed (so the user can be told how to add them)."""
-    chosen, missing = [], []
+    chosen: list[str] = []
+    missing: list[str] = []
     for name in names():
         try:
             backend = get(name)

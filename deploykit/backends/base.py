@@ -28,6 +28,7 @@ import numpy as np
 from deploykit.vocabulary import MODEL_DTYPES, PRECISIONS
 
 if TYPE_CHECKING:
+    from deploykit.backends.gpu_timing import Timed
     from deploykit.onnxio.write import Case
     from deploykit.op.bound import Accumulation
     from deploykit.op.spec import ConvTransposeSpec
@@ -156,7 +157,7 @@ class Runner(Protocol):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once; every output by name, as host NumPy arrays."""
 
-    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Callable[[], float]:
+    def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False) -> Timed:
         """Prepare for timing once (bind inputs and outputs on the device) and return a function
         that runs once and returns its latency in ms, or a `gpu_timing.Sample` (host latency and
         GPU compute time) on a GPU.  Host copies are inside the timed region only with

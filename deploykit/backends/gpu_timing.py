@@ -30,6 +30,10 @@ class Sample:
     gpu_ms: float | None = None
 
 
+#: What a runner's `iteration` returns: one call per sample, its latency in ms or a `Sample`.
+Timed = Callable[[], float | Sample]
+
+
 #: Why a GPU backend reports host latency only when torch cannot make CUDA events.
 NO_EVENTS = "host latency only: GPU compute time needs torch with CUDA (for CUDA events)"
 

@@ -33,7 +33,7 @@ feeds and reads tensors of exactly each port's element type.  Measured on OpenVI
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import ml_dtypes
 import numpy as np
@@ -77,7 +77,9 @@ class OpenVinoRunner:
     def __init__(self, load_compiled: Callable[[], object], precision: str = "fp32") -> None:
         self._load_compiled = load_compiled
         self.precision = precision
-        self.compiled = self.request = None
+        # OpenVINO's CompiledModel and InferRequest once activated (Any: openvino has no type hints)
+        self.compiled: Any = None
+        self.request: Any = None
 
     def activate(self) -> None:
         self._ov = lazy_import("openvino", "openvino", "openvino")

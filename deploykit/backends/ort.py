@@ -7,12 +7,12 @@ Polygraphy's `SessionFromOnnx`); `OrtRunner` runs whatever session its loader bu
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
-from deploykit.backends.gpu_timing import NO_EVENTS, HostOnly, event_timed, torch_cuda
+from deploykit.backends.gpu_timing import NO_EVENTS, HostOnly, Timed, event_timed, torch_cuda
 from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
 from deploykit.onnxio.write import Case
@@ -55,10 +55,11 @@ class OrtRunner:
     def __init__(self, load_session: Callable[[], object], device: str = "cpu") -> None:
         self._load_session = load_session
         self._device = device
-        self.session = None
-        self.run_options = None
+        # onnxruntime's InferenceSession and RunOptions once activated (Any: onnxruntime has no type hints)
+        self.session: Any = None
+        self.run_options: Any = None
         self._timing_sessions: list = []
-        self._stream = None  # the CUDA stream ORT computes on while timed (owned here: it must outlive the session)
+        self._stream: Any = None  # torch's CUDA stream ORT computes on while timed (owned here: it must outlive the session)
 
     def activate(self) -> None:
         ort = lazy_import("onnxruntime", "onnxruntime")
@@ -77,7 +78,7 @@ class OrtRunner:
         return dict(zip(names, self.session.run(names, feeds, self.run_options)))
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
-                  cuda_graph: bool = False) -> Callable[[], object]:
+                  cuda_graph: bool = False) -> Timed:
         """IO binding: inputs and outputs live on the provider's device before timing starts, and a
         call is one `run_with_iobinding`, no more (see `timing_run_options`).  On CUDA the samples
         are host latency and GPU compute time (`_cuda_iteration`)."""
@@ -87,7 +88,7 @@ class OrtRunner:
             return host_timed(bound_call(self.session, feeds, self._device, timing_run_options()))
         return self._cuda_iteration(feeds, cuda_graph)
 
-    def _cuda_iteration(self, feeds: dict[str, np.ndarray], cuda_graph: bool) -> Callable[[], object]:
+    def _cuda_iteration(self, feeds: dict[str, np.ndarray], cuda_graph: bool) -> Timed:
         """A timing session beside the verdict's one, built with what the samples need:
         - CUDA-graph replay: `enable_cuda_graph=1`; ORT captures on an early run (done here, before
           timing) and replays from then on.  Its replay synchronises inside the call, so no event

@@ -27,7 +27,7 @@ class ReferenceBackend(Backend):
     def load(self, case: Case, config: BuildConfig) -> CallableRunner:
         from deploykit.op.reference import run_spec
 
-        spec = case.spec
+        spec, w = case.require_spec(), case.require_weights()
         [output] = case.output_names
 
         def prepare() -> None:
@@ -37,7 +37,7 @@ class ReferenceBackend(Backend):
 
         def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             b = feeds.get("B", case.b)
-            y = run_spec(spec, feeds[case.input_name], feeds.get("W", case.w), b if spec.bias else None)
+            y = run_spec(spec, feeds[case.input_name], feeds.get("W", w), b if spec.bias else None)
             return {output: y.astype(NUMPY_DTYPES[spec.dtype])}
 
         return CallableRunner(infer, prepare, case_inputs(case))

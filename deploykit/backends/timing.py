@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.backends.gpu_timing import Sample
+from deploykit.backends.gpu_timing import Sample, Timed
 
 #: trtexec and pytest-benchmark both call a run noisy past a few percent of CV.
 NOISY_CV = 0.025
@@ -123,11 +123,11 @@ def compute_stats(samples_ms: list[float], *, warmup_runs: int = 0, min_samples:
 
 
 def measure(
-    iteration: Callable[[], float],
+    iteration: Timed,
     options: TimingOptions = TimingOptions(),
     clock: Callable[[], float] = time.perf_counter,
 ) -> Stats:
-    """Warm up for `options.warmup_ms`, then sample `iteration()` (which returns one latency in ms).
+    """Warm up for `options.warmup_ms`, then sample `iteration()` (which returns one latency in ms, or a `Sample`).
 
     `clock` decides when to stop warming up and sampling (wall time); it is injectable so tests
     can drive the loop deterministically.  Both loops stop at `max_iterations` calls, so a warm-up

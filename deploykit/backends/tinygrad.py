@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,7 +38,7 @@ NO_CLANG = ("tinygrad's CPU device compiles with clang, which is not on PATH;"
 def _context(config: BuildConfig):
     """tinygrad's settings for one call: the CPU device, and its thread count when one is asked for."""
     helpers = lazy_import("tinygrad.helpers", "tinygrad", "tinygrad")
-    settings = {"DEV": DEVICE}
+    settings: dict[str, str | int] = {"DEV": DEVICE}
     if config.threads:
         settings["NUM_CPU_THREADS"] = int(config.threads)
     return helpers.Context(**settings)
@@ -66,7 +66,7 @@ class TinygradRunner:
         self._config = config
         self._inputs = case_inputs(case)
         self._outputs = case.output_names
-        self.runner = None
+        self.runner: Any = None  # tinygrad's OnnxRunner once activated (Any: tinygrad has no type hints)
 
     def activate(self) -> None:
         self.runner = self._load()

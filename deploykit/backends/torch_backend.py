@@ -8,12 +8,12 @@ ConvTranspose node (`deploykit.onnxio.read.case_from_model` maps them to a spec)
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, case_inputs, pinned
-from deploykit.backends.gpu_timing import capture_graph, event_timed
+from deploykit.backends.gpu_timing import Timed, capture_graph, event_timed
 from deploykit.backends.timing import host_timed
 from deploykit.errors import lazy_import
 from deploykit.onnxio.write import Case
@@ -106,24 +106,25 @@ class TorchRunner:
         self.case = case
         self.device = device
         self.config = config
-        self._weights = None
+        self._weights: tuple[Any, Any] | None = None  # torch's (weight, bias or None) on the device, once activated
 
     def activate(self) -> None:
         torch = _configure(self.device, self.config)
-        spec = self.case.spec
+        spec = self.case.require_spec()
         self._function = getattr(torch.nn.functional, f"conv_transpose{spec.rank}d")
         self._options = torch_options(spec)
         self._weights = self._device_weights(self.case.feeds)
 
-    def _device_weights(self, feeds: dict[str, np.ndarray]):
-        spec = self.case.spec
-        w = feeds.get("W", self.case.w)
+    def _device_weights(self, feeds: dict[str, np.ndarray]) -> tuple[Any, Any]:
+        spec = self.case.require_spec()
+        w = feeds.get("W", self.case.require_weights())
         b = feeds.get("B", self.case.b) if spec.bias else None
         return from_numpy(w, self.device), None if b is None else from_numpy(b, self.device)
 
     def _forward(self, x):
         import torch
 
+        assert self._weights is not None, "activate() sets them"
         with torch.inference_mode():
             return self._function(x, *self._weights, **self._options)
 
@@ -137,7 +138,7 @@ class TorchRunner:
         return {name: to_numpy(self._forward(from_numpy(feeds[self.case.input_name], self.device)))}
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
-                  cuda_graph: bool = False) -> Callable[[], object]:
+                  cuda_graph: bool = False) -> Timed:
         """X on the device once; a call is one `conv_transposeNd`.  On CUDA each sample is host
         latency and GPU compute time (CUDA events on the current stream around the call), and with
         `cuda_graph` the call is one replay of a CUDA graph of it (torch.cuda.graph)."""
@@ -200,7 +201,7 @@ class TorchModuleRunner:
         return {name: to_numpy(tensor) for name, tensor in zip(names, outputs)}
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
-                  cuda_graph: bool = False) -> Callable[[], object]:
+                  cuda_graph: bool = False) -> Timed:
         if cuda_graph:
             raise RuntimeError("CUDA-graph replay is for single layers; a whole torch module is timed without it")
         return host_timed(lambda: self._forward(feeds)) if self.device != "cuda" else event_timed(lambda: self._forward(feeds))
@@ -233,9 +234,10 @@ class TorchCpuBackend(Backend):
         return super().accumulation(dtype, config)
 
     def spec_limits(self, case: Case) -> str | None:
-        if case.spec.expect == "reject":
-            return _invalid_limits(case.spec)  # torch must get the chance to refuse what it can be given
-        padding = torch_padding(case.spec)
+        spec = case.require_spec()
+        if spec.expect == "reject":
+            return _invalid_limits(spec)  # torch must get the chance to refuse what it can be given
+        padding = torch_padding(spec)
         return padding if isinstance(padding, str) else None
 
     def repro_recipe(self, spec: ConvTransposeSpec, version: str | None) -> ReproRecipe:

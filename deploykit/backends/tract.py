@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class TractRunner:
         self._precision = precision
         self._inputs = [gi.name for gi in graph_inputs(case.model)]
         self._outputs = [(o.name, ONNX_TO_DTYPE.get(o.type.tensor_type.elem_type)) for o in case.model.graph.output]
-        self.runnable = None
+        self.runnable: Any = None  # tract's runnable model once activated (Any: tract has no type hints)
 
     def activate(self) -> None:
         self._facts, self.runnable = self._load()

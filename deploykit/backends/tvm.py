@@ -26,7 +26,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class TvmRunner:
         self._load = load
         self._inputs = case_inputs(case)
         self._outputs = case.output_names
-        self.vm = None
+        self.vm: Any = None  # tvm's relax.VirtualMachine once activated (Any: tvm has no type hints)
 
     def activate(self) -> None:
         relax = lazy_import("tvm.relax", "apache-tvm", "tvm")

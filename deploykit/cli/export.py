@@ -101,6 +101,7 @@ def export_command(
         sys.exit(1)
     engine_refused = None
     if engine is not None and report.exit_code == 0:
+        assert engine_settings is not None, "made above when --engine is given"
         try:
             engines.export_engine(output.read_bytes(), engine, engine_precision, engine_settings)
             report.engine = str(engine)

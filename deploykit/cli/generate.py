@@ -56,7 +56,7 @@ def generate_command(matrix: str, out: Path, dtypes: str | None, dynamic_batch: 
         if spec.is_valid:
             problem = check_problem(case.model)  # ONNX's finding about itself: written down, the case kept
             unchecked += [(spec.label, problem)] if problem else []
-            expected = run_spec(spec, case.x, case.w, case.b)
+            expected = run_spec(spec, case.x, case.require_weights(), case.b)
         else:
             expected = None
         safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.label).strip("._") or "config"

@@ -85,6 +85,7 @@ def profile_command(
         spec = matrix_spec(matrix, config)
         targets, source = targets_for_spec(spec, batches, budget), f"matrix {matrix}: {spec.label} ({spec.id})"
     else:
+        assert model is not None, "one of MODEL and --matrix, checked above"
         overrides = dict(parse_shape(text) for text in shapes)
         targets, source = targets_for_model(model, overrides, batches, budget), str(model)
     options = timing_options(warmup_ms, iterations, duration, include_transfers, cuda_graph)

@@ -96,9 +96,10 @@ def render(summary, results: list, known: list, format_: str) -> str:
         return to_junit(summary, results, known)
     if format_ == "html":
         return to_html(summary, results)
-    console = Console(width=160, file=io.StringIO(), markup=False)
+    buffer = io.StringIO()
+    console = Console(width=160, file=buffer, markup=False)
     print_summary(summary, console)
-    return console.file.getvalue()
+    return buffer.getvalue()
 
 
 def timing_options(warmup_ms: float, iterations: int, duration: float, include_transfers: bool,
@@ -119,7 +120,7 @@ def parse_shard_option(text: str | None) -> tuple[int, int] | None:
 def parse_precisions(text: str) -> list[str]:
     from deploykit.backends.base import PRECISIONS
 
-    chosen = parse_csv(text, "--precisions")
+    chosen = parse_csv(text, "--precisions") or []  # a list: `text` is given
     for precision in chosen:
         if precision not in PRECISIONS:
             raise UsageError(f"--precisions: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")

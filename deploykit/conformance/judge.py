@@ -127,11 +127,11 @@ def check_inputs(tree_case: TreeCase, case: Case) -> None:
     except Exception as error:  # noqa: BLE001
         raise UsageError(f"{tree_case.folder / 'model.onnx'}: not an ONNX model ({type(error).__name__})") from None
     given.update({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
-    expected = dict(case.feeds, W=case.w, **({"B": case.b} if case.b is not None else {}))
+    expected = dict(case.feeds, W=case.require_weights(), **({"B": case.b} if case.b is not None else {}))
     for name, array in expected.items():
         found = given.get(name)
         if found is None or found.shape != array.shape or found.tobytes() != np.ascontiguousarray(array).tobytes():
-            raise UsageError(f"{tree_case.folder}: its {name} is not the one deploykit draws for config {case.spec.id}"
+            raise UsageError(f"{tree_case.folder}: its {name} is not the one deploykit draws for config {case.require_spec().id}"
                              " (written by another deploykit version?); regenerate the tree")
 
 
@@ -143,6 +143,7 @@ def answer_outcome(answer: Answer, backend: Backend, case: Case, precision: str)
         if declared:  # the backend's capabilities, not the machine checks an override may add
             return Outcome("unsupported", f"{declared}; it refused the model: {message}")
         return Outcome("rejected", message)
+    assert answer.output is not None, "an answer without a refusal has an output (answers.read_answer)"
     return Outcome("ok", outputs={case.output_names[0]: answer.output}, reading_error=answer.reading_error,
                    reading=answer.reading)
 
@@ -201,7 +202,7 @@ def _store(request: JudgeRequest, executor: Executor, parameters: dict, answered
                                                      request.version))
         if not unanswered:
             store.finish_run(run_id)
-        return JudgeOutcome(store.run(run_id), store.results(run_id), unanswered)
+        return JudgeOutcome(store.started_run(run_id), store.results(run_id), unanswered)
     except sqlite3.Error as error:  # a full disk or a file size limit: SQLite keeps the file intact
         raise RunAborted(f"cannot write results to {request.db}: {error}", resumable=False) from None
     finally:

@@ -252,7 +252,7 @@ def run(request: RunRequest, console: Console) -> RunOutcome:
             run_id, env = previous.run_id, previous.environment
         _execute(store, run_id, tasks, request, jobs, console)
         store.finish_run(run_id)
-        return RunOutcome(store.run(run_id), store.results(run_id), env, [note] if note else [])
+        return RunOutcome(store.started_run(run_id), store.results(run_id), env, [note] if note else [])
     except sqlite3.Error as error:  # a full disk or a file size limit: SQLite keeps the file intact
         raise RunAborted(f"cannot write results to {request.db}: {error}", resumable=previous is not None or _started(store)) from None
     finally:

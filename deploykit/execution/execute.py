@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from deploykit.results import divergences
 from deploykit.results.result import Result
 
 
-def skip_reason(backend: Backend, availability: Availability, case: Case, config: BuildConfig) -> tuple[str, str] | None:
+def skip_reason(backend: Backend, availability: Availability, case: Case, config: BuildConfig) -> tuple[Literal["unavailable", "unsupported"], str] | None:
     """(`unavailable` | `unsupported`, why) when the backend should not even be tried."""
     if not availability.available:
         return "unavailable", availability.reason
@@ -126,9 +126,9 @@ class Prepared:
 
     def exact(self) -> ExactAnswer | None:
         """deploykit's own work: None for a spec-invalid config, which has no right answer."""
-        spec = self.case.spec
+        spec = self.case.require_spec()
         if self._exact is None and spec.is_valid:
-            self._exact = ExactAnswer(spec, self.case.x, self.case.w, self.case.b)
+            self._exact = ExactAnswer(spec, self.case.x, self.case.require_weights(), self.case.b)
         return self._exact
 
 
@@ -220,7 +220,7 @@ class Executor:
 
     def _judge(self, backend: Backend, prepared: Prepared, exact: ExactAnswer | None, config: BuildConfig,
                outcome: Outcome, result: Result) -> None:
-        spec = prepared.case.spec
+        spec = prepared.case.require_spec()
         result.duration_ms = outcome.duration_ms
         if prepared.inferred_shape is not None:
             result.onnx_inferred_shape = list(prepared.inferred_shape)
@@ -237,6 +237,7 @@ class Executor:
             result.reason = f"ran it (output {list(output.shape)}) although {'; '.join(spec.violations())}"
             return
         self._record_latency(outcome, result, spec)
+        assert exact is not None, "an accepted config is spec-valid (conformance.matrix checks), so it has an answer"
         models = backend.accumulation(spec.dtype, config)
         judgement = judge_output(spec, output, exact, models, self.tolerance, outcome.reading_error)
         result.verdict, result.reason = judgement.verdict, judgement.reason

@@ -37,6 +37,7 @@ from deploykit.op.judging import Tolerance
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.results import divergences
 from deploykit.results.result import Result
+from deploykit.vocabulary import Verdict
 
 READY, PHASE, RESULT, FAILED = "ready", "phase", "result", "failed"
 BACKEND = "backend"
@@ -114,6 +115,7 @@ def _worker_main(conn: Connection, options: WorkerOptions, stderr_path: str) -> 
         if message is None:
             return
         spec_dict, backend, precision = message
+        answer: tuple[str, object]
         try:
             spec = ConvTransposeSpec.from_dict(spec_dict)
             result = executor.run(spec, backend, lambda name: _send(conn, (PHASE, name)), precision)
@@ -126,7 +128,7 @@ def _worker_main(conn: Connection, options: WorkerOptions, stderr_path: str) -> 
 
 
 class _Worker:
-    def __init__(self, context: mp.context.BaseContext, options: WorkerOptions) -> None:
+    def __init__(self, context: mp.context.SpawnContext, options: WorkerOptions) -> None:
         self.conn, child = context.Pipe()
         handle, self.stderr_path = tempfile.mkstemp(prefix="deploykit-worker-", suffix=".log")
         os.close(handle)
@@ -142,6 +144,12 @@ class _Worker:
     def running(self) -> bool:
         """In the backend's own phase: only then does a death or an overrun concern the backend."""
         return self.phase == BACKEND
+
+    def assigned(self) -> Task:
+        """The task this worker was given; asked only of a busy worker."""
+        if self.task is None:
+            raise RuntimeError("the worker has no task")
+        return self.task
 
     def submit(self, task: Task) -> None:
         self.task, self.phase, self.since = task, "preparing", time.monotonic()
@@ -177,7 +185,7 @@ class _Worker:
         Path(self.stderr_path).unlink(missing_ok=True)
 
 
-def _failure(task: Task, verdict: str, reason: str, elapsed: float, known: list[divergences.Divergence],
+def _failure(task: Task, verdict: Verdict, reason: str, elapsed: float, known: list[divergences.Divergence],
              version: str | None) -> Result:
     """A verdict the parent gives (the worker died or overran), matched against the known divergences
     like any other: a runtime that is known to abort on a config is `crash`, known."""
@@ -219,7 +227,7 @@ class WorkerPool:
             worker.stop()
         self.workers = []
 
-    def _failure(self, task: Task, verdict: str, reason: str, elapsed: float) -> Result:
+    def _failure(self, task: Task, verdict: Verdict, reason: str, elapsed: float) -> Result:
         return _failure(task, verdict, reason, elapsed, self.known, self.versions.get(task.backend))
 
     def _new_worker(self) -> _Worker:
@@ -262,12 +270,12 @@ class WorkerPool:
         elif worker.conn in ready:
             self._receive(index, now)
         elif worker.running and now - worker.since > self.timeout:
-            task = self._replace(index).task
+            task = self._replace(index).assigned()
             reason = f"no answer within {self.timeout:g} s; worker killed"
             self.on_result(self._failure(task, "timeout", reason, now - worker.since))
         elif not worker.running and now - worker.since > OWN_WORK_LIMIT_S:
             self._replace(index)
-            raise RunAborted(f"deploykit's own {worker.phase} of {worker.task.spec.label} took over {OWN_WORK_LIMIT_S:g} s")
+            raise RunAborted(f"deploykit's own {worker.phase} of {worker.assigned().spec.label} took over {OWN_WORK_LIMIT_S:g} s")
 
     def _starting(self, index: int, ready: list, now: float) -> None:
         """A worker that has not said READY yet; a broken start costs no task, only a retry."""
@@ -300,7 +308,7 @@ class WorkerPool:
         if kind == PHASE:
             worker.phase, worker.since = payload, now
             return
-        task, worker.task = worker.task, None
+        task, worker.task = worker.assigned(), None
         if kind == FAILED:
             what = "judging" if worker.phase == "judging" else "preparation"  # the phase the worker last reported
             raise RunAborted(f"deploykit's own {what} of {task.spec.label} for {task.backend} failed: {payload}")
@@ -309,7 +317,7 @@ class WorkerPool:
     def _died(self, index: int, now: float) -> None:
         worker = self.workers[index]
         reason = worker.death_reason()
-        task = self._replace(index).task
+        task = self._replace(index).assigned()
         if not worker.running:
             raise RunAborted(f"the worker died in deploykit's own {worker.phase} of {task.spec.label} ({reason})")
         killed = worker.process.exitcode == -signal.SIGKILL

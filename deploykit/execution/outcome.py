@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from deploykit.backends.timing import Stats
+
+#: What a backend did before any judging: "ok" (it produced outputs), or the verdict that says why not.
+Status = Literal["ok", "unavailable", "unsupported", "rejected", "crash"]
 
 _ONNXRUNTIME_NOISE = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
 
@@ -32,7 +36,7 @@ def one_line(error: BaseException, limit: int | None = None) -> str:
 class Outcome:
     """What one backend did with one case under one build config (no verdict on the numbers yet)."""
 
-    status: str  # ok | unavailable | unsupported | rejected | crash
+    status: Status
     reason: str = ""
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     setup_ms: float | None = None  # activate(): session or engine creation

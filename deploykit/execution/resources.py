@@ -113,6 +113,8 @@ def _cpu_quota(root: Path = CGROUP_ROOT, proc: Path = PROC_CGROUP) -> float | No
     """The tightest CPU quota, in cores, over this process's cgroup and its ancestors (None: none)."""
     quotas = []
     for folder in _cgroup_dirs("cpu", root, proc):
+        quota: str | int | None
+        period: str | int | None
         try:
             quota, period = (folder / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "150000 100000"
         except (OSError, ValueError):

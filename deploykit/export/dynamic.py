@@ -53,21 +53,21 @@ def _shape(tensor) -> str:
     return "x".join(map(str, tensor.shape)) or "a scalar"
 
 
-def _input_index(request: AxisRequest, names: list[str]) -> int:
-    """The input a per-input request names: its ONNX name, or the position of its example input."""
-    if request.input in names:
-        return names.index(request.input)
-    if request.input.isascii() and request.input.isdigit() and int(request.input) < len(names):
-        return int(request.input)
+def _input_index(request: AxisRequest, wanted: str, names: list[str]) -> int:
+    """The input a per-input request names (`wanted`, its `input`): its ONNX name, or the position of its example input."""
+    if wanted in names:
+        return names.index(wanted)
+    if wanted.isascii() and wanted.isdigit() and int(wanted) < len(names):
+        return int(wanted)
     known = f"the only input is {names[0]} (position 0)" if len(names) == 1 else \
         f"the inputs are {', '.join(names)} (positions 0 to {len(names) - 1})"
-    raise UsageError(f"{request.label}: no input {request.input!r}; {known}")
+    raise UsageError(f"{request.label}: no input {wanted!r}; {known}")
 
 
 def _targets(request: AxisRequest, inputs: tuple, names: list[str]) -> list[int]:
     """The inputs a request applies to; a usage error when none has its axis."""
     if request.input is not None:
-        index = _input_index(request, names)
+        index = _input_index(request, request.input, names)
         tensor = inputs[index]
         if request.axis >= tensor.dim():
             raise UsageError(

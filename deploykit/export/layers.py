@@ -56,7 +56,7 @@ def parameter_owners(module) -> dict[str, str]:
     `up.parametrizations.weight.original0` (parametrized weight_norm) belongs to `up`, not to the
     ParametrizationList that holds it; old-style `up.weight_g` / `up.weight_v` to `up`.
     """
-    owners = {}
+    owners: dict[str, str] = {}
     named = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
     for name, _ in named:  # buffers too: BigVGAN's anti-aliasing filters run F.conv_transpose1d on one
         owner = name.split(".parametrizations.", 1)[0] if ".parametrizations." in name else name.rpartition(".")[0]

@@ -31,6 +31,8 @@ def _load_factory(target: str):
             if not path.is_file():
                 raise UsageError(f"TARGET file {location} does not exist")
             spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None:  # not for a .py file: its suffix names the source loader
+                raise UsageError(f"TARGET file {location} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules.setdefault(path.stem, module)
             spec.loader.exec_module(module)

@@ -125,7 +125,8 @@ def verify_outputs(module, inputs: tuple, model: onnx.ModelProto, backends: list
         return [OutputCheck(b, "*", "unverified", reason, input_shapes=shapes) for b in backends]
     feeds = {gi.name: to_numpy(t) for gi, t in zip(graph_inputs(model), inputs)}
     first = next(iter(feeds), "input")
-    case = Case(spec=None, model=model, x=feeds.get(first), w=None, b=None, feeds=feeds, input_name=first, module=module)
+    x = feeds[first] if feeds else np.zeros(0)  # as case_from_model: no spec, so nothing reads it
+    case = Case(spec=None, model=model, x=x, w=None, b=None, feeds=feeds, input_name=first, module=module)
     checks: list[OutputCheck] = []
     for backend in backends:
         actual = _backend_outputs(backend, case)
@@ -166,11 +167,11 @@ def second_size_inputs(module, inputs: tuple, axes: dict[int, dict[int, str]]) -
     torch = lazy_import("torch", "torch", "torch")
     last_error = ""
     for grow in (lambda n: 2 * n, lambda n: n + 1):
-        candidate = list(inputs)
+        grown = list(inputs)
         for index, named in axes.items():
             for axis in sorted(named):
-                candidate[index] = _grown(candidate[index], axis, grow(int(candidate[index].shape[axis])))
-        candidate = tuple(candidate)
+                grown[index] = _grown(grown[index], axis, grow(int(grown[index].shape[axis])))
+        candidate = tuple(grown)
         try:
             with torch.no_grad():
                 module(*candidate)

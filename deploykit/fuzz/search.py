@@ -167,6 +167,11 @@ def explore(evaluator: Evaluator, dtypes: list[str], seed: int, max_examples: in
         pass
 
 
+def _in_class(evaluator: Evaluator, key: ClassKey) -> Callable[[ConvTransposeSpec], bool]:
+    """Hypothesis's condition while shrinking one class: the config still shows class `key`."""
+    return lambda spec: key in evaluator.classes(spec)
+
+
 def shrink_classes(evaluator: Evaluator, dtypes: list[str], seed: int, max_examples: int, shrunk: set[ClassKey]) -> None:
     """Shrink every class seen, one at a time, NEW ones first; add each shrunk class to `shrunk`.
 
@@ -184,8 +189,7 @@ def shrink_classes(evaluator: Evaluator, dtypes: list[str], seed: int, max_examp
         key = todo[0]
         tried.add(key)
         try:
-            find(strategy, lambda spec, key=key: key in evaluator.classes(spec), settings=_settings(max_examples, shrink=True),
-                 random=random.Random(seed))
+            find(strategy, _in_class(evaluator, key), settings=_settings(max_examples, shrink=True), random=random.Random(seed))
         except NoSuchExample:
             continue
         shrunk.add(key)
@@ -256,7 +260,7 @@ def _open(request: FuzzRequest) -> tuple[Store, Run, FuzzRequest]:
     store = Store(request.db)
     run_id = store.start_run("fuzz", _parameters(request, request.dtypes), environment.collect(), 0,
                              liveness.current_owner(), divergences.snapshot(divergences.load()))
-    return store, store.run(run_id), request
+    return store, store.started_run(run_id), request
 
 
 def fuzz(request: FuzzRequest, console: Console) -> FuzzOutcome:
@@ -269,7 +273,7 @@ def fuzz(request: FuzzRequest, console: Console) -> FuzzOutcome:
             raise stopped.error from None
         store.finish_run(run.run_id, planned=sum(len(found) for found in evaluator.seen.values()))
         results = store.results(run.run_id)
-        return FuzzOutcome(store.run(run.run_id), results, group(results), shrunk, cut_short, evaluator.generated)
+        return FuzzOutcome(store.started_run(run.run_id), results, group(results), shrunk, cut_short, evaluator.generated)
     except sqlite3.Error as error:
         raise RunAborted(f"cannot write results to {request.db}: {error}") from None
     finally:
@@ -278,6 +282,8 @@ def fuzz(request: FuzzRequest, console: Console) -> FuzzOutcome:
 
 def _search_all(store: Store, run: Run, request: FuzzRequest, console: Console) -> tuple[Evaluator, list[str], set[ClassKey]]:
     jobs = max(1, min(request.jobs, len(request.backends)))
+    dtypes = request.dtypes
+    assert dtypes is not None, "_open fills them in"
     options = WorkerOptions(threads=1, preload=tuple(request.backends))
     started = time.monotonic()
     cut_short: list[str] = []
@@ -292,13 +298,13 @@ def _search_all(store: Store, run: Run, request: FuzzRequest, console: Console) 
         if request.budget is not None:
             evaluator.deadline = started + request.budget * EXPLORE_SHARE
         try:
-            explore(evaluator, request.dtypes, request.seed, request.max_examples or UNBOUNDED_EXAMPLES)
+            explore(evaluator, dtypes, request.seed, request.max_examples or UNBOUNDED_EXAMPLES)
         except OutOfBudget:
             cut_short.append("explore")
         if request.budget is not None:
             evaluator.deadline = started + request.budget
         try:
-            shrink_classes(evaluator, request.dtypes, request.seed, max(1, evaluator.generated), shrunk)
+            shrink_classes(evaluator, dtypes, request.seed, max(1, evaluator.generated), shrunk)
         except OutOfBudget:
             cut_short.append("shrink")
     return evaluator, cut_short, shrunk

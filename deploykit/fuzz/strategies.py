@@ -93,10 +93,10 @@ def valid_specs(draw, dtypes: Sequence[str]) -> ConvTransposeSpec:
     dtype = draw(st.sampled_from(tuple(dtypes)))
     opsets = [o for o in OPSETS if dtype != "bfloat16" or o >= BFLOAT16_MIN_OPSET]
     return ConvTransposeSpec(
-        input_shape=[batch, group * c_per_group, *(a["size"] for a in axes)],
+        input_shape=(batch, group * c_per_group, *(a["size"] for a in axes)),
         out_channels=group * m_per_group, group=group,
-        kernel_shape=[a["kernel"] for a in axes], strides=[a["stride"] for a in axes],
-        dilations=[a["dilation"] for a in axes], output_padding=[a["output_padding"] for a in axes],
+        kernel_shape=tuple(a["kernel"] for a in axes), strides=tuple(a["stride"] for a in axes),
+        dilations=tuple(a["dilation"] for a in axes), output_padding=tuple(a["output_padding"] for a in axes),
         **_crop_attributes(auto_pad, crop, axes),
         bias=draw(st.booleans()), dtype=dtype, opset=draw(st.sampled_from(opsets)),
         weights_as_inputs=draw(st.booleans()),

@@ -21,9 +21,9 @@ from onnx import helper, numpy_helper
 
 from deploykit.errors import UsageError
 from deploykit.onnxio.write import NUMPY_DTYPES, Case
-from deploykit.op.spec import MAX_OPSET, ConvTransposeSpec, SpecError
+from deploykit.op.spec import MAX_OPSET, ONNX_DEFAULT, ConvTransposeSpec, SpecError
 
-ONNX_TO_DTYPE = {
+ONNX_TO_DTYPE: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.BFLOAT16: "bfloat16",
@@ -121,6 +121,7 @@ def resolve_shapes(
     shapes: dict[str, tuple[int, ...]] = {}
     batch_applied = False
     for graph_input in inputs:
+        shape: tuple[int | None, ...]  # None: a dynamic axis nobody gave a size
         if graph_input.name in overrides:
             shape = overrides[graph_input.name]
             if len(shape) != len(graph_input.dims):
@@ -148,7 +149,7 @@ def resolve_shapes(
             raise UsageError(
                 f"input {graph_input.name!r} has dynamic axes {', '.join(missing)}; give them with --shape {graph_input.name}=..."
             )
-        shapes[graph_input.name] = tuple(int(d) for d in shape)
+        shapes[graph_input.name] = tuple(d for d in shape if d is not None)  # none is None by now
     if batch is not None and not batch_applied:
         raise UsageError(f"--batch {batch}: no input of the model has a dynamic batch axis")
     return shapes
@@ -169,13 +170,13 @@ def with_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> o
 
 def _value_shapes(inferred: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     """Shapes of every value of a model that shape inference has already run on."""
-    shapes = {}
+    shapes: dict[str, tuple[int | None, ...]] = {}
     for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        tensor = value.type.tensor_type
-        if tensor.HasField("shape"):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-    for tensor in inferred.graph.initializer:
-        shapes[tensor.name] = tuple(tensor.dims)
+        tensor_type = value.type.tensor_type
+        if tensor_type.HasField("shape"):
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
+    for initializer in inferred.graph.initializer:
+        shapes[initializer.name] = tuple(initializer.dims)
     return shapes
 
 
@@ -238,7 +239,8 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _counterparts(model: onnx.ModelProto, view: onnx.ModelProto) -> dict[int, onnx.NodeProto]:
     """Each ConvTranspose node of `model` -> the same node in the folded view (by name, else output)."""
-    by_name, by_output = {}, {}
+    by_name: dict[str, onnx.NodeProto] = {}
+    by_output: dict[str, onnx.NodeProto] = {}
     for node in view.graph.node:
         if node.op_type == "ConvTranspose":
             by_name.setdefault(node.name, node)
@@ -361,7 +363,7 @@ def _unreached_nodes(model: onnx.ModelProto, producers: dict, initializers: set[
     """ConvTranspose nodes deploykit cannot resolve, named by their place: inside control-flow
     subgraphs (If, Loop, Scan) their inputs exist only while the runtime runs the branch or loop.
     Listed as unresolved, so lint and export fail instead of passing the model silently."""
-    found = []
+    found: list[ConvTransposeNode] = []
     for where, why, node, position in _unreached(model):
         parameters = parameter_sources(node, producers, initializers)
         found.append(ConvTransposeNode(
@@ -426,21 +428,23 @@ def _node_spec(node: onnx.NodeProto, twin: onnx.NodeProto, name: str, context: _
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
     x_shape = context.shape(node.input[0], twin.input[0])
     w_shape = context.shape(node.input[1], twin.input[1])
+    dtype = context.dtype(node.input[0])
+    assert x_shape is not None and w_shape is not None and dtype is not None, "_shape_problem found them"
     group = int(attrs.get("group", 1))
     try:
         return ConvTransposeSpec(
             input_shape=x_shape,
             out_channels=int(w_shape[1]) * group,
             kernel_shape=tuple(attrs.get("kernel_shape", w_shape[2:])),
-            strides=attrs.get("strides"),
-            pads=attrs.get("pads"),
-            output_padding=attrs.get("output_padding"),
-            dilations=attrs.get("dilations"),
+            strides=attrs.get("strides", ONNX_DEFAULT),
+            pads=attrs.get("pads", ONNX_DEFAULT),
+            output_padding=attrs.get("output_padding", ONNX_DEFAULT),
+            dilations=attrs.get("dilations", ONNX_DEFAULT),
             group=group,
             auto_pad=attrs.get("auto_pad", "NOTSET"),
             output_shape=_spatial_output_shape(attrs.get("output_shape"), len(x_shape) - 2),
             bias=len(node.input) > 2 and bool(node.input[2]),
-            dtype=context.dtype(node.input[0]),
+            dtype=dtype,
             opset=min(max(context.opset, 11), MAX_OPSET),
             weights_as_inputs=not context.constant(node.input[1]),
             name=name,
@@ -457,7 +461,7 @@ def parameter_sources(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]
     """
     found: list[str] = []
     for start in node.input[1:3]:
-        queue, seen = [start], set()
+        queue, seen = [start], set[str]()
         while queue and len(seen) < limit:
             name = queue.pop(0)
             if not name or name in seen:

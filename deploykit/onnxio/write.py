@@ -48,6 +48,18 @@ class Case:
     #: modules run it instead of the file
     module: Any = None
 
+    def require_spec(self) -> ConvTransposeSpec:
+        """`spec`, where only a case built from a spec can arrive (the callers checked, or built it)."""
+        if self.spec is None:
+            raise TypeError("this case is an ONNX model of its own, not one ConvTranspose spec")
+        return self.spec
+
+    def require_weights(self) -> np.ndarray:
+        """`w`, which every case built from a spec has (`make_case`, `case_from_model`)."""
+        if self.w is None:
+            raise TypeError("this case is an ONNX model of its own, with no ConvTranspose weights")
+        return self.w
+
     @property
     def model_bytes(self) -> bytes:
         return self.model.SerializeToString()
@@ -175,6 +187,7 @@ def write_backend_test_case(case: Case, directory: Path, expected: np.ndarray | 
     which gets no output file because no right answer exists.  `onnx_check` is what ONNX's full
     check said against the model (None: it passed, or it was not run, for a spec-invalid case).
     """
+    spec = case.require_spec()
     directory.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, str(directory / "model.onnx"))
     data = directory / "test_data_set_0"
@@ -182,15 +195,15 @@ def write_backend_test_case(case: Case, directory: Path, expected: np.ndarray | 
     for index, (name, value) in enumerate(case.feeds.items()):
         (data / f"input_{index}.pb").write_bytes(numpy_helper.from_array(value, name).SerializeToString())
     if expected is not None:
-        rounded = expected.astype(NUMPY_DTYPES[case.spec.dtype])
+        rounded = expected.astype(NUMPY_DTYPES[spec.dtype])
         (data / "output_0.pb").write_bytes(numpy_helper.from_array(rounded, "Y").SerializeToString())
-    meta = case.spec.to_dict()
+    meta = spec.to_dict()
     meta.update(
-        id=case.spec.id,
-        label=case.spec.label,
-        expected_shape=list(case.spec.output_full_shape),
+        id=spec.id,
+        label=spec.label,
+        expected_shape=list(spec.output_full_shape),
         onnx_inferred_shape=inferred_output_shape(case.model),
-        violations=case.spec.violations(),
+        violations=spec.violations(),
         onnx_check=onnx_check,
     )
     (directory / "deploykit.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -205,7 +205,8 @@ def model_bound(spec: ConvTransposeSpec, m: Magnitudes, model: Accumulation) -> 
     problem = np.zeros(())
     if model.operands:
         m, problem = m.rounded_operands(UNIT_ROUNDOFF[model.operands])
-    bounds = {OneSum: _one_sum_bound, SumThenBias: _sum_then_bias_bound, TapSums: _tap_sums_bound}
+    # Callable[..., ...]: each bound takes its own model class, which the lookup by type(model) matches.
+    bounds: dict[type, Callable[..., np.ndarray]] = {OneSum: _one_sum_bound, SumThenBias: _sum_then_bias_bound, TapSums: _tap_sums_bound}
     return bounds[type(model)](spec, m, model) + problem
 
 

@@ -115,7 +115,7 @@ class Tolerance:
 class Judgement:
     """What `judge_output` concludes about one output."""
 
-    verdict: str
+    verdict: Verdict
     reason: str
     drift: Drift | None = None
     #: bound_ratio under one float32 sum rounded once; set only for a backend whose model sums in a

@@ -105,7 +105,7 @@ def _scatter_taps(
             slice(o * d, o * d + s * (n - 1) + 1, s)
             for o, d, s, n in zip(offsets, dilations, strides, in_spatial)
         )
-        full[(slice(None), slice(None), *window)] += columns[:, :, tap]
+        full[(slice(None), slice(None)) + window] += columns[:, :, tap]
     return full
 
 
@@ -123,7 +123,7 @@ def _crop_or_extend(full: np.ndarray, begin: Sequence[int], end: Sequence[int]) 
     window = tuple(
         slice(max(0, b), full.shape[2 + i] - max(0, e)) for i, (b, e) in enumerate(zip(begin, end))
     )
-    return np.ascontiguousarray(full[(slice(None), slice(None), *window)])
+    return np.ascontiguousarray(full[(slice(None), slice(None)) + window])
 
 
 def attributes(spec: ConvTransposeSpec) -> dict:

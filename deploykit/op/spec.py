@@ -25,6 +25,18 @@ BFLOAT16_MIN_OPSET = 22  # ConvTranspose-22 added bfloat16 to the type constrain
 EXPECTATIONS = ("accept", "reject")
 
 
+class _OnnxDefault(tuple[int, ...]):
+    """The default of a per-axis attribute: the ONNX default once per spatial axis, once the rank is known.
+
+    An empty tuple of its own class, so that the attribute's type stays `tuple[int, ...]` and the
+    default is still told apart from an explicit `[]`, which is a length error.
+    """
+
+
+#: strides, pads, output_padding and dilations left out: `ConvTransposeSpec.__post_init__` fills in the ONNX default
+ONNX_DEFAULT: tuple[int, ...] = _OnnxDefault()
+
+
 class SpecError(ValueError):
     """The configuration cannot be built at all (wrong lengths, negative sizes, unknown names)."""
 
@@ -46,8 +58,8 @@ def _check_bool(value: Any, what: str) -> None:
 
 
 def _tuple(value: Any, length: int, what: str, default: int | None = None) -> tuple[int, ...]:
-    """Normalise an attribute: None -> default, a scalar -> repeated, a list -> checked length."""
-    if value is None:
+    """Normalise an attribute: None or ONNX_DEFAULT -> default, a scalar -> repeated, a list -> checked length."""
+    if value is None or value is ONNX_DEFAULT:
         if default is None:
             raise SpecError(f"{what} is required")
         return (default,) * length
@@ -140,10 +152,10 @@ class ConvTransposeSpec:
     input_shape: tuple[int, ...]
     out_channels: int
     kernel_shape: tuple[int, ...]
-    strides: tuple[int, ...] | None = None
-    pads: tuple[int, ...] | None = None
-    output_padding: tuple[int, ...] | None = None
-    dilations: tuple[int, ...] | None = None
+    strides: tuple[int, ...] = ONNX_DEFAULT
+    pads: tuple[int, ...] = ONNX_DEFAULT
+    output_padding: tuple[int, ...] = ONNX_DEFAULT
+    dilations: tuple[int, ...] = ONNX_DEFAULT
     group: int = 1
     auto_pad: str = "NOTSET"
     output_shape: tuple[int, ...] | None = None

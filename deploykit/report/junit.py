@@ -61,8 +61,8 @@ def to_junit(summary: RunSummary, results: list[Result], known: list) -> str:
         ET.SubElement(properties, "property", {"name": xml(f"package.{name}"), "value": xml(value)})
     for result in results:
         suite.append(_testcase(result, by_id))
-    suites = ET.Element("testsuites", {"name": "deploykit", "tests": suite.get("tests"),
-                                       "failures": suite.get("failures"), "skipped": suite.get("skipped")})
+    suites = ET.Element("testsuites", {"name": "deploykit", "tests": suite.attrib["tests"],
+                                       "failures": suite.attrib["failures"], "skipped": suite.attrib["skipped"]})
     suites.append(suite)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -39,10 +39,10 @@ def profile_table(rows: list, console: Console, source: str) -> None:
             table.add_row(term(row.backend), str(row.batch), term(row.status), *[""] * (len(columns) - 3))
             notes.append(f"{row.backend} (batch {row.batch}): {row.status}: {row.reason}")
             continue
-        host = [fmt(row.median_ms, ".4g"), fmt(row.p90_ms, ".4g"), fmt(row.p99_ms, ".4g"), fmt(row.cv, ".1%")]
+        host_cells = [fmt(row.median_ms, ".4g"), fmt(row.p90_ms, ".4g"), fmt(row.p99_ms, ".4g"), fmt(row.cv, ".1%")]
         rest = [str(row.samples), fmt(row.throughput_per_s, ".4g"), fmt(row.gflops, ".3g"), fmt(row.setup_ms, ".4g"),
                 str(row.threads or "-")]
-        table.add_row(term(row.backend), str(row.batch), *host, *(_gpu_cells(row) if gpu else []), *rest)
+        table.add_row(term(row.backend), str(row.batch), *host_cells, *(_gpu_cells(row) if gpu else []), *rest)
         if getattr(row, "gpu_compute_note", None):
             notes.append(f"{row.backend} (batch {row.batch}): {row.gpu_compute_note}")
         notes.extend(f"{row.backend} (batch {row.batch}): warning: {w}" for w in row.warnings)

@@ -13,9 +13,9 @@ from deploykit.results.summary import RunSummary
 
 def incomplete_notice(summary: RunSummary) -> str | None:
     """One line for a run that did not finish (killed, interrupted, aborted); None otherwise."""
-    if summary.complete:
-        return None
     run = summary.run
+    if summary.complete or run is None:  # no run record counts as complete
+        return None
     if run.get("kind") == "judge":  # a judged run stays unfinished when some cases had no answer
         return (f"INCOMPLETE: run {run['run_id']} judged {run['recorded']} of {run['planned']} cases; the others had no"
                 " answer in the folder (or sit in a shard not merged): add them and judge again")

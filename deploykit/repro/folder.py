@@ -141,7 +141,7 @@ def write_bundle_folder(target: Target, identity: dict[str, str], label: str, de
     with _staging(target) as staging:
         files = fill(staging)
         hashes = {name: _sha256(staging / name) for name in files}
-        marker = Marker(**identity, label=label, details=details, files=hashes)
+        marker = Marker.model_validate({**identity, "label": label, "details": details, "files": hashes})
         (staging / MARKER).write_text(json.dumps(marker.model_dump(), indent=2) + "\n")
         if target.mode is not None:  # the replaced folder's permissions, set once the files are in
             staging.chmod(target.mode)

@@ -141,7 +141,7 @@ def _quotes(spec: ConvTransposeSpec) -> list[str]:
     import onnx
 
     schema = onnx.defs.get_schema("ConvTranspose", max(spec.opset, DEFAULT_OPSET))
-    doc = " ".join(schema.doc.split())
+    doc = " ".join((schema.doc or "").split())
     shape_rule = doc[doc.index("If the pads parameter"): doc.index("output_shape can also")].strip()
     quotes = [shape_rule]
     if spec.output_shape is not None:

@@ -58,7 +58,7 @@ def record_schema() -> type:
             kind = Literal["accept", "reject"]
         required = field.default is MISSING and field.default_factory is MISSING
         keys[field.name] = Required[kind] if required else NotRequired[kind]
-    return with_config(STRICT)(TypedDict("ReportRecord", keys))
+    return with_config(STRICT)(TypedDict("ReportRecord", keys))  # type: ignore[operator]  # keys known at run time only
 
 
 @cache
@@ -83,7 +83,7 @@ def read_report(path: Path) -> tuple[dict, list[Result]]:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise UsageError(f"{path} is not a deploykit JSON report (write one with `conformance report --format json`)")
-    checked = validated(report_schema(), data, f"JSON report {path}", most=SHOWN_ERRORS)
+    checked: dict[str, Any] = validated(report_schema(), data, f"JSON report {path}", most=SHOWN_ERRORS)
     names = {f.name for f in fields(Result)}
     results = [Result(**{k: v for k, v in record.items() if k in names}) for record in checked["results"]]
     _refuse_repeats(path, results)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -27,7 +27,7 @@ from deploykit.op.hazards import HAZARDS
 from deploykit.op.spec import ConvTransposeSpec, SpecError
 from deploykit.paths import KNOWN_DIVERGENCES
 from deploykit.schema import known_name, validated
-from deploykit.vocabulary import PRECISIONS, VERDICTS
+from deploykit.vocabulary import PRECISIONS, VERDICTS, Verdict
 from deploykit.yamlfile import read_yaml
 
 #: A string with more than blanks, kept as written: YAML's `true` or `5` is no name.
@@ -129,9 +129,9 @@ class Divergence:
         return self
 
     @property
-    def repro_verdict(self) -> str:
-        """The verdict its repro folder shows."""
-        return (self.repro and self.repro.verdict) or self.verdicts[0]
+    def repro_verdict(self) -> Verdict:
+        """The verdict its repro folder shows (a verdict name: the schema checked it against EXPLAINABLE)."""
+        return cast(Verdict, (self.repro and self.repro.verdict) or self.verdicts[0])
 
     def matches(self, spec: ConvTransposeSpec, backend: str, verdict: str, precision: str = "fp32",
                 version: str | None = None) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from deploykit.op.spec import ConvTransposeSpec
+from deploykit.vocabulary import Verdict
 
 
 @dataclass
@@ -19,7 +20,7 @@ class Result:
     label: str
     backend: str
     dtype: str
-    verdict: str
+    verdict: Verdict
     reason: str = ""
     #: the build precision (fp32, tf32, fp16, bf16): part of the result's identity
     precision: str = "fp32"
@@ -61,7 +62,7 @@ class Result:
         return self.backend if self.precision == "fp32" else f"{self.backend} ({self.precision})"
 
     @classmethod
-    def for_spec(cls, spec: ConvTransposeSpec, backend: str, verdict: str = "pass", reason: str = "",
+    def for_spec(cls, spec: ConvTransposeSpec, backend: str, verdict: Verdict = "pass", reason: str = "",
                  precision: str = "fp32") -> "Result":
         """A row with the config's identity filled in; the figures come later."""
         return cls(

@@ -284,6 +284,7 @@ class Store:
             (time.time(), matrix, json.dumps(parameters), json.dumps(environment), planned, json.dumps(owner),
              json.dumps(known_divergences)),
         )
+        assert cursor.lastrowid is not None, "an INSERT sets lastrowid"
         return int(cursor.lastrowid)
 
     @guarded
@@ -324,6 +325,13 @@ class Store:
     def run(self, run_id: int) -> Run | None:
         found = self._select_runs(f"WHERE run_id = {int(run_id)}")
         return found[0] if found else None
+
+    def started_run(self, run_id: int) -> Run:
+        """`run` for a run this process started or took over, which is in the database."""
+        run = self.run(run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} is not in {self.path}")
+        return run
 
     @guarded
     def latest_run(self, unfinished_only: bool = False) -> Run | None:

@@ -91,7 +91,7 @@ class RunSummary:
     slowest: list[Result] = field(default_factory=list)
     #: per backend, counts of bound_ratio in RATIO_EDGES' bins, plus zeros and values beyond the last edge
     ratio_histograms: dict[str, dict] = field(default_factory=dict)
-    grid: Grid | None = None
+    grid: Grid = field(default_factory=lambda: Grid([], [], []))  # summarise fills it in
 
     @property
     def complete(self) -> bool:
@@ -132,7 +132,7 @@ def summarize(results: list[Result], run: Run | None, known: list[Divergence], w
         backends=_counts(results),
         # The reference backend's ratio only measures rounding its own float64 answer: not shown.
         worst_drifts=sorted((r for r in results if r.bound_ratio is not None and r.backend != "reference"),
-                            key=lambda r: -r.bound_ratio)[:worst],
+                            key=lambda r: -_present(r.bound_ratio))[:worst],
         narrow_sums=_narrow_sums(results),
         non_pass=non_pass,
         known_seen=[by_id[i] for i in sorted({r.known_divergence for r in non_pass if r.known_divergence}) if i in by_id],
@@ -185,6 +185,13 @@ def _counts(results: Iterable[Result]) -> list[BackendCounts]:
     return [BackendCounts(backend, dict(counter), known[backend]) for backend, counter in counts.items()]
 
 
+def _present(figure: float | None) -> float:
+    """A figure of a result chosen for having it (the filter is out of the type checker's sight)."""
+    if figure is None:
+        raise ValueError("a result without the figure it was chosen for")
+    return figure
+
+
 def _narrow_sums(results: Iterable[Result]) -> list[NarrowSums]:
     """Worth knowing before deploying (precision lost inside the backend), but within its measured
     model, so not a conformance defect.  `float32_sum_ratio > 1`: one float32 sum could not give it."""
@@ -195,7 +202,8 @@ def _narrow_sums(results: Iterable[Result]) -> list[NarrowSums]:
             groups[(r.backend_label, r.dtype)].append(r)
     found = []
     for (backend, dtype), rows in sorted(groups.items()):
-        beyond = [r.float32_sum_ratio for r in rows if r.float32_sum_ratio > 1]
+        ratios = [r.float32_sum_ratio for r in rows if r.float32_sum_ratio is not None]  # every row has one: grouped on it
+        beyond = [ratio for ratio in ratios if ratio > 1]
         found.append(NarrowSums(backend, dtype, rows[0].accumulation or "", len(rows), len(beyond), max(beyond, default=None)))
     return found
 
@@ -227,14 +235,14 @@ def _latency(results: list[Result], slowest: int) -> tuple[list[Speed], list[Res
     for rows in by_config.values():
         if len(rows) < 2:
             continue
-        fastest = min(r.latency_median_ms for r in rows)
+        fastest = min(_present(r.latency_median_ms) for r in rows)
         for r in rows:
-            ratios[r.backend_label].append(r.latency_median_ms / fastest)
+            ratios[r.backend_label].append(_present(r.latency_median_ms) / fastest)
             wins[r.backend_label] += r.latency_median_ms == fastest
     speed = []
     for backend, rows in by_backend.items():
         values = ratios.get(backend)
         mean = math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
         speed.append(Speed(backend, len(rows), mean, wins[backend], sum((r.latency_cv or 0) > 0.025 for r in rows)))
-    slow = [r for rows in by_backend.values() for r in sorted(rows, key=lambda r: -r.latency_median_ms)[:slowest]]
+    slow = [r for rows in by_backend.values() for r in sorted(rows, key=lambda r: -_present(r.latency_median_ms))[:slowest]]
     return speed, slow

@@ -21,7 +21,7 @@ import importlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, cast
 
 import onnx
 
@@ -132,7 +132,8 @@ def optimisation_shapes(model: onnx.ModelProto, profile: EngineProfile):
                                  f"{len(named.min)}, the model's input has rank {len(graph_input.dims)}")
             shapes.append((graph_input.name, named.min, named.opt, named.max))
         elif dynamic == [0] and profile.shapes.batch is not None:
-            rest, batch = tuple(graph_input.dims[1:]), profile.shapes.batch
+            # only axis 0 is dynamic here, so every other dim is a fixed int
+            rest, batch = tuple(d for d in graph_input.dims[1:] if isinstance(d, int)), profile.shapes.batch
             shapes.append((graph_input.name, (batch.min, *rest), (batch.opt, *rest), (batch.max, *rest)))
         else:
             raise UsageError(f"input {graph_input.name} has dynamic axes {dynamic}; engine profile {profile.name} gives "
@@ -149,7 +150,9 @@ def plan_engine(model: onnx.ModelProto, precision: str, profile: EngineProfile, 
         raise UsageError(problem)
     flags = create_config_flags(precision, dtype)
     return EnginePlan(profile.name, precision, dtype in STRONGLY_TYPED, flags["tf32"], flags["fp16"], flags["bf16"],
-                      profile.builder_optimization_level, profile.workspace, optimisation_shapes(model, profile))
+                      profile.builder_optimization_level,
+                      cast("int | None", profile.workspace),  # bytes: the profile's validator (_size) reads "8G" as them
+                      optimisation_shapes(model, profile))
 
 
 # --- Polygraphy: quiet, with TensorRT's messages kept for the refusal ---------------------------

@@ -21,13 +21,13 @@ parser against, a tensorrt fp16/bf16 result means "built with the flag", which t
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
 
 from deploykit.backends.base import Availability, Backend, BuildConfig, Capabilities, ReproRecipe, TensorMeta, pinned
-from deploykit.backends.gpu_timing import NO_EVENTS, HostOnly, Sample, capture_graph, event_timed, require_torch_cuda, torch_cuda
+from deploykit.backends.gpu_timing import NO_EVENTS, HostOnly, Sample, Timed, capture_graph, event_timed, require_torch_cuda, torch_cuda
 from deploykit.backends.tensorrt import cuda_driver, engines
 from deploykit.backends.tensorrt.cache import EngineCache
 from deploykit.backends.tensorrt.profiles import EngineProfile, chosen_profile, load_profile
@@ -58,7 +58,7 @@ class TensorRtRunner:
         self._load_engine = load_engine
         self._outputs = outputs
         self._cuda_graphs = cuda_graphs
-        self._runner = None
+        self._runner: Any = None  # Polygraphy's TrtRunner once activated (Any: polygraphy has no type hints)
         self._inputs: dict[str, TensorMeta] = {}
 
     def activate(self) -> None:
@@ -96,7 +96,7 @@ class TensorRtRunner:
         return {name: _host_array(raw[name], dtype) for name, dtype in self._outputs.items()}
 
     def iteration(self, feeds: dict[str, np.ndarray], include_transfers: bool = False,
-                  cuda_graph: bool = False) -> Callable[[], object]:
+                  cuda_graph: bool = False) -> Timed:
         """After one inference (inputs on the device, outputs allocated), a sample is one enqueue of
         the execution context, or one replay of its CUDA graph when the profile asks for graphs or
         `cuda_graph` is given.  Each sample is host latency and GPU compute time (CUDA events on the
@@ -113,8 +113,12 @@ class TensorRtRunner:
 
         if self._cuda_graphs or cuda_graph:
             return _cuda_event_timed(_captured_graph(launch, stream.ptr), stream.ptr)
+        def launch_and_wait() -> None:
+            launch()
+            stream.synchronize()
+
         torch = _torch_cuda()
-        return _cuda_event_timed(launch, stream.ptr) if torch else HostOnly(lambda: (launch(), stream.synchronize()), NO_EVENTS)
+        return _cuda_event_timed(launch, stream.ptr) if torch else HostOnly(launch_and_wait, NO_EVENTS)
 
     def deactivate(self) -> None:
         if self._runner is not None and self._runner.is_active:

@@ -112,7 +112,7 @@ def case_options(case: Case, folder_name: str, precision: str) -> list[str]:
     dynamic = [i for i in graph_inputs(case.model) if not all(isinstance(d, int) for d in i.dims)]
     if dynamic:
         options.append("--shapes=" + ",".join(f"{i.name}:{'x'.join(map(str, case.feeds[i.name].shape))}" for i in dynamic))
-    return options + build_flags(case.spec.dtype, precision)
+    return options + build_flags(case.require_spec().dtype, precision)
 
 
 def write_script(tree: Path, cases: list[tuple[str, Case]], precision: str) -> Path:
