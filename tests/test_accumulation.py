@@ -21,7 +21,7 @@ import contextlib
 import emulation
 import numpy as np
 import pytest
-from conftest import skip_unless_openvino_applies
+from helpers import skip_unless_openvino_applies
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT
+from helpers import AS_ROOT, assert_usage_error, backend_rows, deploykit
 from onnx import numpy_helper
 
 from deploykit import backends as registry
-
-
-def deploykit(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 240):
-    return subprocess.run(
-        [sys.executable, "-m", "deploykit", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})},
-    )
-
-
-def assert_usage_error(proc, *needles: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -91,23 +71,13 @@ def test_drift_exits_1(tmp_path, fault_backends):
     assert "drift" in proc.stdout and "new findings" in proc.stdout
 
 
-def _backend_rows(stdout: str) -> dict[str, list[str]]:
-    """`deploykit backends` table rows by backend name: [device, available, version, reason]."""
-    rows = {}
-    for line in stdout.splitlines():
-        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
-        if len(cells) == 5 and cells[0] and cells[0] != "backend":
-            rows[cells[0]] = cells[1:]
-    return rows
-
-
 def test_backends_lists_everything_with_availability_and_version():
     import onnx
     import onnxruntime
 
     proc = deploykit("backends", env={"DEPLOYKIT_BACKENDS": "broken=no.such.module:Backend"})
     assert proc.returncode == 0, proc.stderr
-    rows = _backend_rows(proc.stdout)
+    rows = backend_rows(proc.stdout)
     assert set(rows) >= {"reference", "onnx-reference", "ort-cpu", "torch-cpu", "ort-cuda", "torch-cuda", "broken"}
     assert rows["onnx-reference"][:3] == ["cpu", "yes", onnx.__version__]
     assert rows["ort-cpu"][:3] == ["cpu", "yes", onnxruntime.__version__]
@@ -173,7 +143,6 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
     assert_usage_error(deploykit(*args, cwd=tmp_path), *needles)
 
 
-AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 LAYER = "{input_shape: [1, 2, 3, 3], out_channels: 2, kernel_shape: 2}"
 
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from test_cli import assert_usage_error, deploykit
+from helpers import assert_usage_error, deploykit
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig

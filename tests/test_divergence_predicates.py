@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import NEEDS_CPU_FLAG, ROOT
+from helpers import NEEDS_CPU_FLAG, ROOT
 from hypothesis import HealthCheck, Phase, given, settings
 
 from deploykit import backends as registry

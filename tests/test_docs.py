@@ -18,12 +18,12 @@ from pathlib import Path
 
 import click
 import pytest
+from helpers import ROOT
 
 from deploykit.cli import app
 from deploykit.op.judging import VERDICTS
 from deploykit.results.divergences import load
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 #: a marker line, then a fenced bash block: every `deploykit ...` line in it must exit with N

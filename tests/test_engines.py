@@ -17,8 +17,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import NEEDS_CPU_FLAG, ROOT, skip_unless_openvino_applies, skip_without_cpu_flag
-from test_cli import deploykit
+from helpers import NEEDS_CPU_FLAG, ROOT, deploykit, skip_unless_openvino_applies, skip_without_cpu_flag
 
 from deploykit import backends as registry
 from deploykit.backends import cpu_features

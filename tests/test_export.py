@@ -7,7 +7,7 @@ import textwrap
 
 import onnx
 import pytest
-from test_cli import assert_usage_error, deploykit
+from helpers import assert_usage_error, deploykit
 
 from deploykit.export.examples import EXAMPLES
 from deploykit.export.exporter import default_verify_backends

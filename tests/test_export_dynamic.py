@@ -12,7 +12,7 @@ import textwrap
 
 import onnx
 import pytest
-from test_cli import assert_usage_error, deploykit
+from helpers import assert_usage_error, deploykit
 
 from deploykit.errors import UsageError
 from deploykit.export.dynamic import AxisRequest, parse_request, resolve

@@ -12,12 +12,12 @@ bfloat16 result here was a false `drift`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import emulation
 import ml_dtypes
 import numpy as np
 import pytest
+from helpers import TESTS
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
@@ -28,7 +28,7 @@ from deploykit.op.reference import ExactAnswer
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.results.divergences import load as load_known
 
-FIXTURE = Path(__file__).parent / "data" / "gpu_h200"
+FIXTURE = TESTS / "data" / "gpu_h200"
 CASES = json.loads((FIXTURE / "cases.json").read_text())
 OUTPUTS = np.load(FIXTURE / "outputs.npz")
 MEASURED = [case for case in CASES["cases"] if not case["key"].startswith("wrong/")]

@@ -10,13 +10,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import gpu_fakes
 import numpy as np
 import pytest
+from helpers import ROOT, TESTS, assert_usage_error, deploykit
 from rich.console import Console
-from test_cli import assert_usage_error, deploykit
 
 from deploykit.backends import gpu_timing, torch_backend
 from deploykit.backends import ort as ort_backend
@@ -30,8 +29,6 @@ from deploykit.onnxio.write import build_case
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.results.store import SCHEMA_VERSION, Store
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests"
 SMALL = ConvTransposeSpec((1, 4, 4, 4), 2, (2, 2), strides=2)
 FAST = TimingOptions(warmup_ms=0, iterations=5, duration_s=0)
 FEEDS = {"X": np.ones((1, 4, 4, 4), np.float32)}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT
+from helpers import ROOT
 
 from deploykit.execution.harness import Task, WorkerOptions, run_tasks
 from deploykit.op.spec import ConvTransposeSpec

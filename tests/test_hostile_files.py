@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import deploykit
+from helpers import ROOT, deploykit
 
 from deploykit.cli import main
 from deploykit.results.dbcheck import DatabaseDamaged
@@ -677,7 +677,7 @@ def test_a_table_over_the_limit_is_refused_before_a_run_stores_it(tmp_path):
     table = "".join(entry.format(i=i) for i in range(6000))
     assert len(table) > 1 << 20
     (tmp_path / "known_divergences.yaml").write_text(table)
-    shutil.copytree(Path(__file__).parents[1] / "conformance" / "matrices", tmp_path / "matrices")
+    shutil.copytree(ROOT / "conformance" / "matrices", tmp_path / "matrices")
     proc = deploykit("conformance", "run", "--matrix", "smoke", "--backends", "reference", "--db", "r.db", cwd=tmp_path,
                      env={"DEPLOYKIT_CONFORMANCE_DIR": str(tmp_path)})
     one_line_error(proc.returncode, proc.stderr, "known-divergence table", "larger than 1 MiB")

@@ -20,8 +20,8 @@ from html.parser import HTMLParser
 from types import SimpleNamespace
 
 import pytest
+from helpers import deploykit
 from rich.console import Console
-from test_cli import deploykit
 
 from deploykit.fuzz.classes import ClassKey, FailureClass
 from deploykit.lint import Finding, NodeReport

@@ -18,9 +18,8 @@ import ml_dtypes
 import numpy as np
 import onnx
 import pytest
-from conftest import TESTS
+from helpers import TESTS, deploykit
 from onnx import numpy_helper
-from test_cli import deploykit
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig

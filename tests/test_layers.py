@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+from helpers import ROOT
 
 from deploykit import vocabulary
 
-PACKAGE = Path(__file__).resolve().parents[1] / "deploykit"
+PACKAGE = ROOT / "deploykit"
 
 #: Lowest first: a layer may import itself and the layers before it, never one after it.
 LAYERS = [

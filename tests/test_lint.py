@@ -7,8 +7,8 @@ import textwrap
 
 import numpy as np
 import onnx
+from helpers import deploykit
 from onnx import TensorProto, helper, numpy_helper
-from test_cli import deploykit
 
 from deploykit.onnxio.read import module_path_from_metadata, module_path_from_parameters
 from deploykit.onnxio.write import build_case

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from deploykit.conformance.matrix import load
 from deploykit.errors import UsageError

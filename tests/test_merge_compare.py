@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from test_cli import assert_usage_error, deploykit
+from helpers import ROOT, assert_usage_error, deploykit
 
 from deploykit.errors import UsageError
 

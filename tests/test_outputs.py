@@ -3,14 +3,12 @@ in one line, before any work, however the output spells the input's path."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from test_cli import assert_usage_error, deploykit
+from helpers import ROOT, assert_usage_error, deploykit, snapshot
 
 from deploykit.errors import UsageError
 from deploykit.onnxio.write import build_case
@@ -72,20 +70,6 @@ def files(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _snapshot(folder: Path) -> dict[str, str]:
-    """Every entry below `folder`: a file's content hash, a symlink's target, a folder's name."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        key = str(path.relative_to(folder))
-        if path.is_symlink():
-            found[key] = f"-> {os.readlink(path)}"
-        elif path.is_file():
-            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            found[key] = "folder"
-    return found
-
-
 #: (command line with {out} where the output goes, output option, input option, the input's path)
 PAIRS = [
     ("generate --matrix m.yaml --out {out}", "--out", "--matrix", "."),
@@ -131,11 +115,11 @@ def test_an_output_naming_an_input_is_refused_before_any_work(files, index):
     kinds = FOLDER_SPELLINGS if target == "." else SPELLINGS
     how = kinds[index % len(kinds)]  # every spelling on several commands, without running every product
     out = _spell(files, target, how) if target != "." else {"dot": ".", "absolute": str(files)}.get(how) or _linked(files)
-    before = _snapshot(files)
+    before = snapshot(files)
     proc = deploykit(*command.format(out=out).split(), cwd=files, env={"DEPLOYKIT_CONFORMANCE_DIR": str(files / "data")},
                      timeout=120)
     assert_usage_error(proc, output_option, input_option)
-    assert _snapshot(files) == before, f"{how}: {proc.stdout}"
+    assert snapshot(files) == before, f"{how}: {proc.stdout}"
 
 
 def _linked(folder: Path) -> str:

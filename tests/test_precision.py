@@ -13,7 +13,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from conftest import skip_unless_openvino_applies
+from helpers import skip_unless_openvino_applies
 
 from deploykit import backends as registry
 from deploykit.backends import cpu_features

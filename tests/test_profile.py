@@ -6,7 +6,7 @@ import json
 
 import onnx
 import pytest
-from test_cli import assert_usage_error, deploykit
+from helpers import assert_usage_error, deploykit
 
 from deploykit.onnxio.write import build_case
 from deploykit.op.spec import ConvTransposeSpec

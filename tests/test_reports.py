@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
-from test_cli import assert_usage_error, deploykit
+from helpers import ROOT, assert_usage_error, deploykit
 
 from deploykit.op.spec import ConvTransposeSpec
 from deploykit.results.compare import Side, compare, key

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_outputs import _snapshot
+from helpers import snapshot
 
 from deploykit.errors import UsageError
 from deploykit.execution.execute import Executor
@@ -139,10 +139,10 @@ def test_a_folder_holding_another_results_bundle_is_refused_untouched(tmp_path):
         (tmp_path / name).mkdir()
     first = write_bundle(_stored(tmp_path / "a", valid, "ort-cpu", verdict="drift"), valid.id, "ort-cpu", tmp_path / "bundle")
     assert {"B.npy", "expected.npy", "bound.npy"} <= set(first.files)
-    before = _snapshot(tmp_path / "bundle")
+    before = snapshot(tmp_path / "bundle")
     with pytest.raises(UsageError, match="holds the repro bundle of another result"):
         write_bundle(_stored(tmp_path / "b", invalid, "onnx-reference"), invalid.id, "onnx-reference", tmp_path / "bundle")
-    assert _snapshot(tmp_path / "bundle") == before
+    assert snapshot(tmp_path / "bundle") == before
 
 
 def test_torch_backends_write_a_torch_script(tmp_path):
@@ -210,9 +210,9 @@ def test_a_folder_of_the_users_own_files_is_refused_untouched(tmp_path):
     mine.mkdir()
     for name in ("model.onnx", "repro.py", "ISSUE.md", "expected.npy"):
         (mine / name).write_text(f"the user's own {name}\n")
-    before = _snapshot(mine)
+    before = snapshot(mine)
     _one_line_usage_error(_repro_cli(db, VALID, mine), "no deploykit repro bundle")
-    assert _snapshot(mine) == before and not _leftovers(tmp_path)
+    assert snapshot(mine) == before and not _leftovers(tmp_path)
 
 
 def test_a_symlink_target_is_refused_and_not_followed(tmp_path):
@@ -243,10 +243,10 @@ def test_a_previous_bundle_the_user_changed_is_kept(tmp_path, change, message):
     db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
     write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
     change(tmp_path / "bundle")
-    before = _snapshot(tmp_path / "bundle")
+    before = snapshot(tmp_path / "bundle")
     with pytest.raises(UsageError, match=message):
         write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
-    assert _snapshot(tmp_path / "bundle") == before
+    assert snapshot(tmp_path / "bundle") == before
 
 
 def test_a_previous_bundle_of_the_same_result_is_replaced_whole(tmp_path):
@@ -273,7 +273,7 @@ def test_an_empty_folder_takes_the_bundle(tmp_path):
 def test_a_write_failing_half_way_leaves_the_previous_bundle(tmp_path, monkeypatch):
     db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
     write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
-    before = _snapshot(tmp_path / "bundle")
+    before = snapshot(tmp_path / "bundle")
     real_save = np.save
 
     def disk_full_at_expected(path, array):
@@ -284,16 +284,16 @@ def test_a_write_failing_half_way_leaves_the_previous_bundle(tmp_path, monkeypat
     monkeypatch.setattr(np, "save", disk_full_at_expected)
     with pytest.raises(UsageError, match="No space left on device.*unchanged"):
         write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
-    assert _snapshot(tmp_path / "bundle") == before and not _leftovers(tmp_path)
+    assert snapshot(tmp_path / "bundle") == before and not _leftovers(tmp_path)
 
 
 def test_a_file_size_limit_half_way_leaves_the_previous_bundle(tmp_path):
     """`ulimit -f`: X.npy and W.npy fit, repro.py does not."""
     db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
     write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
-    before = _snapshot(tmp_path / "bundle")
+    before = snapshot(tmp_path / "bundle")
     _one_line_usage_error(_repro_cli(db, VALID, tmp_path / "bundle", limit_file_size=1024), "cannot write")
-    assert _snapshot(tmp_path / "bundle") == before and not _leftovers(tmp_path)
+    assert snapshot(tmp_path / "bundle") == before and not _leftovers(tmp_path)
 
 
 # ----- the criterion: a bundle judges as its run did ------------------------------------------------------------------

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, without_root_overrides
-from test_cli import assert_usage_error, deploykit
+from helpers import ROOT, assert_usage_error, deploykit, without_root_overrides
 
 from deploykit.execution import resources
 from deploykit.execution.harness import Task, WorkerOptions, run_tasks

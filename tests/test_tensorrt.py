@@ -22,8 +22,7 @@ import emulation
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import ROOT
-from test_cli import _backend_rows, assert_usage_error, deploykit
+from helpers import ROOT, assert_usage_error, backend_rows, deploykit
 
 from deploykit import backends as registry
 from deploykit.backends.base import Availability, BuildConfig
@@ -444,7 +443,7 @@ def test_registry_and_capabilities(driver):
 def test_backends_command_lists_tensorrt_with_its_reason():
     proc = deploykit("backends")
     assert proc.returncode == 0, proc.stderr
-    device, available, version, reason = _backend_rows(proc.stdout)["tensorrt"]
+    device, available, version, reason = backend_rows(proc.stdout)["tensorrt"]
     assert (device, available) == ("cuda", "no")
     if importlib_missing("tensorrt"):
         assert version == "-" and reason.startswith("needs the 'tensorrt' package")
