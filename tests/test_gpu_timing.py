@@ -19,11 +19,11 @@ from rich.console import Console
 
 from deploykit.backends import gpu_timing, torch_backend
 from deploykit.backends import ort as ort_backend
-from deploykit.backends import tensorrt as trt_backend
 from deploykit.backends.base import BuildConfig
 from deploykit.backends.gpu_timing import NO_EVENTS, HostOnly, Sample
 from deploykit.backends.ort import GRAPH_CAPTURE_RUNS, OrtRunner
 from deploykit.backends.tensorrt import cuda_driver
+from deploykit.backends.tensorrt import runner as trt_backend
 from deploykit.backends.timing import TimingOptions, measure, summarise
 from deploykit.onnxio.write import build_case
 from deploykit.op.spec import ConvTransposeSpec
