@@ -29,6 +29,15 @@ AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 NEEDS_CPU_FLAG = dict.fromkeys(("openvino-bf16-3d-output-padding-unwritten", "torch-bf16-3d-output-padding-unwritten",
                                 "openvino-bf16-output-between-taps-crash", "openvino-bf16-strided-unreached-bias"), "amx_bf16")
 
+#: Backends that compile each model they load (a second or more a config, on a loaded machine).
+COMPILING = ("tvm-cpu", "tinygrad-cpu")
+
+
+def slow_if_compiling(backend: str) -> tuple:
+    """The marks for a parametrized case on `backend`: `slow` where the backend compiles each model,
+    so that the fast tier (`-m "not slow"`) keeps the other backends' cases."""
+    return (pytest.mark.slow,) if backend in COMPILING else ()
+
 
 def deploykit(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 240):
     """Run `python -m deploykit ARGS` in a subprocess, as a user would, with this checkout importable."""

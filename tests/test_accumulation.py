@@ -21,7 +21,7 @@ import contextlib
 import emulation
 import numpy as np
 import pytest
-from helpers import skip_unless_openvino_applies
+from helpers import skip_unless_openvino_applies, slow_if_compiling
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
@@ -143,7 +143,7 @@ def _measured_cases():
             if backend == "onnx-reference" and "g2" in config:
                 continue  # grouped cases are a known divergence of onnx.reference
             for bias in (True, False):
-                yield pytest.param(backend, dtype, path, emulate, config, bias,
+                yield pytest.param(backend, dtype, path, emulate, config, bias, marks=slow_if_compiling(backend),
                                    id=f"{backend}-{dtype}-{path}-{config}-{'bias' if bias else 'nobias'}")
 
 
@@ -166,7 +166,7 @@ def test_backend_follows_its_declared_order_and_its_bound_holds_tightly(backend,
     assert judge_output(spec, broken, exact, models).verdict == "drift"
 
 
-@pytest.mark.parametrize("backend, dtype, path, emulate", MEASURED, ids=[f"{m[0]}-{m[1]}-{m[2]}" for m in MEASURED])
+@pytest.mark.parametrize("backend, dtype, path, emulate", [pytest.param(*m, marks=slow_if_compiling(m[0]), id=f"{m[0]}-{m[1]}-{m[2]}") for m in MEASURED])
 def test_the_bound_is_nearly_reached_on_each_path(backend, dtype, path, emulate):
     ratios = []
     for config in ONE_PER_RANK[backend in FEW_PRODUCT_BACKENDS]:
@@ -214,6 +214,7 @@ def test_ort_float16_bound_is_tight_and_catches_a_perturbation():
     assert 0.25 <= min(ratios) and max(ratios) <= 1, ratios  # lowest: 1,600 products per output
 
 
+@pytest.mark.slow
 def test_default_matrix_float16_passes_on_torch_native_path():
     """The false alarm users met on CPUs without AVX512-FP16: every float16 config of the default
     matrix on torch's native kernels (forced here on any CPU) is `pass` or documented non-support."""
@@ -254,6 +255,7 @@ def test_a_bound_that_is_infinite_somewhere_is_unsupported_never_pass():
     assert judge_output(spec, broken, exact, (OneSum("float32"),)).verdict == "drift"
 
 
+@pytest.mark.slow
 def test_tvm_bfloat16_with_many_products_is_unsupported():
     spec = _spec("2d-k5s1-c64", "bfloat16", bias=False)
     output, exact, models = _run("tvm-cpu", spec, "default")
@@ -261,6 +263,7 @@ def test_tvm_bfloat16_with_many_products_is_unsupported():
     assert judge_output(spec, output, exact, models).verdict == "unsupported"
 
 
+@pytest.mark.slow
 def test_tinygrad_needs_its_model_rounding_before_the_bias_and_each_product():
     """One float32 sum misses tinygrad's rounding to the dtype before the bias (float16), and a
     model with exact products misses its bfloat16 products: both would be false drift."""

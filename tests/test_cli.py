@@ -13,6 +13,8 @@ from onnx import numpy_helper
 
 from deploykit import backends as registry
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):

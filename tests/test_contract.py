@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import assert_usage_error, deploykit
+from helpers import assert_usage_error, deploykit, slow_if_compiling
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
@@ -21,7 +21,7 @@ from deploykit.results.divergences import Divergence, version_in
 LAYER = ConvTransposeSpec((1, 4, 5, 5), 3, (3, 3), strides=2, pads=1)
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", [pytest.param(name, marks=slow_if_compiling(name)) for name in registry.names()])
 def test_every_builtin_backend_returns_every_output_by_name(name):
     backend = registry.get(name)
     availability = backend.probe()
@@ -76,6 +76,7 @@ def test_build_config_is_a_value():
         BuildConfig("fp8")
 
 
+@pytest.mark.slow
 def test_a_new_engine_is_one_module(tmp_path, fault_backends):
     """`minimal` implements only `load` (tests/fault_backends.py) and is registered by environment:
     conformance, profile and export all run it with no other change."""
@@ -96,6 +97,7 @@ def test_a_new_engine_is_one_module(tmp_path, fault_backends):
     assert {(o["backend"], o["verdict"]) for o in outputs} == {("minimal", "pass"), ("torch-cpu", "pass")}
 
 
+@pytest.mark.slow
 def test_precision_is_part_of_a_results_identity(tmp_path):
     command = ["conformance", "run", "--matrix", "smoke", "--backends", "reference,ort-cpu", "--precisions", "fp32,fp16",
                "--db", "r.db", "--json", "r.json"]

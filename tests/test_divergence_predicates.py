@@ -263,6 +263,7 @@ def _usable(backends: tuple[str, ...]) -> tuple[str, ...]:
     return usable
 
 
+@pytest.mark.slow
 def test_predicates_agree_with_the_fast_backends_next_to_every_minimal_case():
     found = check(_entry_configs(_usable(FAST)), isolated=False)
     assert not found, "\n".join(found)
@@ -290,6 +291,7 @@ def _drawn(examples: int) -> list[Spec]:
     return drawn
 
 
+@pytest.mark.slow
 def test_predicates_agree_with_the_fast_backends_on_drawn_configs():
     backends = _usable(FAST)
     found = check([(backend, spec) for spec in _drawn(60) for backend in backends], isolated=False)

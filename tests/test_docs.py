@@ -24,6 +24,8 @@ from deploykit.cli import app
 from deploykit.op.judging import VERDICTS
 from deploykit.results.divergences import load
 
+pytestmark = pytest.mark.slow  # builds the site and runs the documented commands
+
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 #: a marker line, then a fenced bash block: every `deploykit ...` line in it must exit with N

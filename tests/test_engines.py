@@ -66,6 +66,7 @@ def test_openvino_build_precision_reaches_the_deconvolution(precision, kind):
     assert {kind for layer, _, kind in runner.executed_kernels() if layer == "Deconvolution"} == {kind}
 
 
+@pytest.mark.slow
 def test_a_tract_panic_costs_one_crash_and_this_process_survives():
     """In-process (profile, export), a backend that can abort the process runs in a child."""
     _available("tract-cpu")
@@ -80,6 +81,7 @@ def test_a_tract_panic_costs_one_crash_and_this_process_survives():
 SMOKE_PRECISIONS = {"openvino-cpu": "fp32,fp16", "tract-cpu": "fp32,fp16", "tvm-cpu": "fp32", "tinygrad-cpu": "fp32"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", list(SMOKE_PRECISIONS))
 def test_smoke_matrix_has_no_unexplained_result(tmp_path, backend):
     _available(backend)
@@ -101,6 +103,7 @@ def test_smoke_matrix_has_no_unexplained_result(tmp_path, backend):
     assert sum(r["verdict"] == "pass" for r in judged) >= 0.75 * len(judged)
 
 
+@pytest.mark.slow
 def test_lint_names_the_new_engines_hazards(tmp_path):
     model = tmp_path / "same-output-shape.onnx"
     spec = ConvTransposeSpec((1, 2, 4, 4), 2, (3, 3), strides=2, auto_pad="SAME_UPPER", output_shape=(8, 8))
@@ -112,6 +115,7 @@ def test_lint_names_the_new_engines_hazards(tmp_path):
     assert {"tract-output-shape-with-same"} <= rules
 
 
+@pytest.mark.slow
 def test_lint_names_tvm_and_tinygrad_hazards(tmp_path):
     model = tmp_path / "output-shape-and-valid.onnx"
     spec = ConvTransposeSpec((1, 2, 5), 2, (4,), strides=2, auto_pad="SAME_UPPER", output_shape=(9,))
@@ -164,6 +168,7 @@ except RuntimeError as error:
 """
 
 
+@pytest.mark.slow
 def test_a_tvm_refusal_prints_nothing_and_raises_its_message():
     """The Relax converter prints 'Error converting operator ...' and a C++ 'BlockBuilder
     destroyed' warning: the build silences both, so a run's terminal shows one line per problem."""
@@ -182,6 +187,7 @@ def test_tinygrad_without_clang_is_unavailable_and_names_the_fix(monkeypatch, tm
     assert "\n" not in availability.reason
 
 
+@pytest.mark.slow
 def test_tinygrad_returns_bfloat16_values_as_float32_and_refuses_other_feeds():
     backend = _available("tinygrad-cpu")
     spec = ConvTransposeSpec((1, 4, 5, 5), 3, (3, 3), strides=2, dtype="bfloat16", opset=22)
@@ -214,6 +220,7 @@ def test_every_not_yet_reported_divergence_has_a_repro():
     assert {p.parent.name for p in _repros()} >= {e.id for e in load_divergences() if e.repro}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("repro", _repros(), ids=lambda p: p.parent.name)
 def test_each_repro_still_shows_its_divergence(repro):
     """A repro exits non-zero while the runtime disagrees with the spec: when an upstream release

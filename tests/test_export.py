@@ -14,6 +14,8 @@ from deploykit.export.exporter import default_verify_backends
 from deploykit.onnxio.write import build_case
 from deploykit.op.spec import ConvTransposeSpec
 
+pytestmark = pytest.mark.slow  # real torch exports and the CLI in subprocesses
+
 pytest.importorskip("torch")
 
 THIRD_PARTY_LIKE = textwrap.dedent(

@@ -132,6 +132,7 @@ def test_the_second_size_doubles_each_input_and_keeps_their_ratio():
 
 
 # ----- real exports ------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_a_hyperprior_decoder_exports_with_a_symbol_per_input_and_verifies_a_second_size(decoders, tmp_path, exporter):
     """y_hat's size written as an expression of z_hat's symbol: every runtime can relate the two
@@ -154,6 +155,7 @@ def test_a_hyperprior_decoder_exports_with_a_symbol_per_input_and_verifies_a_sec
         (b, [[1, 8, 16, 16], [1, 4, 4, 4]], "pass") for b in backends], rows
 
 
+@pytest.mark.slow
 def test_one_symbol_on_a_hyperprior_decoder_is_refused_before_the_export(decoders, tmp_path):
     out = tmp_path / "hyper.onnx"
     proc = deploykit("export", "decoders:hyperprior", "--dynamic-axis", "2=h", "-o", str(out), cwd=decoders,
@@ -162,6 +164,7 @@ def test_one_symbol_on_a_hyperprior_decoder_is_refused_before_the_export(decoder
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_an_axis_some_inputs_lack_makes_the_inputs_that_have_it_dynamic(decoders, tmp_path):
     out, report_path = tmp_path / "cond.onnx", tmp_path / "cond.json"
     proc = deploykit(

@@ -78,6 +78,7 @@ def test_class_line_shows_the_auto_pad_an_output_shape_label_hides():
 
 
 # ----- the search space -----------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, database=None)
 @given(specs(DTYPES))
 def test_every_drawn_config_is_valid_or_marked_invalid(spec: ConvTransposeSpec):
@@ -102,6 +103,7 @@ def _fuzz(tmp_path: Path, backends: list[str], examples: int, seed: int = 1, nam
     return fuzz(request, Console(file=open("/dev/null", "w")))
 
 
+@pytest.mark.slow
 def test_refinds_the_known_ort_and_onnx_reference_classes_shrunk(tmp_path):
     outcome = _fuzz(tmp_path, ["ort-cpu", "onnx-reference"], examples=40)
     wanted = {"ort-output-padding-ge-stride": "ort-cpu", "onnx-reference-grouped": "onnx-reference"}
@@ -119,6 +121,7 @@ def test_refinds_the_known_ort_and_onnx_reference_classes_shrunk(tmp_path):
         stored.close()
 
 
+@pytest.mark.slow
 def test_same_seed_same_classes_and_a_finished_run_resumes_from_its_results(tmp_path):
     first = _fuzz(tmp_path, ["onnx-reference"], examples=15, name="a.db")
     second = _fuzz(tmp_path, ["onnx-reference"], examples=15, name="b.db")
@@ -131,6 +134,7 @@ def test_same_seed_same_classes_and_a_finished_run_resumes_from_its_results(tmp_
     assert summary(resumed) == summary(first) and len(resumed.results) == len(first.results)
 
 
+@pytest.mark.slow
 def test_a_spent_budget_ends_the_search_and_still_finishes_the_run(tmp_path):
     """--budget alone (no --max-examples) stops the search and leaves a complete run, every result stored."""
     request = FuzzRequest(backends=["onnx-reference"], budget=0.2, db=tmp_path / "b.db")
@@ -143,6 +147,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deploykit", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_per_class_writes_json_and_exits_1_on_new(tmp_path):
     done = _cli("conformance", "fuzz", "--backends", "onnx-reference", "--max-examples", "15", "--seed", "1",
                 "--db", "f.db", "--json", "classes.json", cwd=tmp_path)
@@ -156,6 +161,7 @@ def test_cli_prints_one_line_per_class_writes_json_and_exits_1_on_new(tmp_path):
     assert report.returncode in (0, 1) and "results" in report.stdout
 
 
+@pytest.mark.slow
 def test_cli_exits_1_and_says_new_for_a_class_no_entry_explains(tmp_path):
     """The same search with onnx.reference's entries taken out of the table: its classes are NEW."""
     import yaml
@@ -175,6 +181,7 @@ def test_cli_exits_1_and_says_new_for_a_class_no_entry_explains(tmp_path):
     assert sum(line.startswith("NEW") for line in done.stdout.splitlines()) == len(classes), done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (("--dtypes", "float8"), "unknown dtype"),
     (("--resume",), "nothing to resume"),
@@ -185,6 +192,7 @@ def test_cli_usage_errors(tmp_path, args, message):
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_matrix_resume_refuses_a_fuzz_run(tmp_path):
     store = Store(tmp_path / "f.db")
     store.start_run("fuzz", {"kind": "fuzz", "backends": ["onnx-reference"]}, {}, 0, None)

@@ -245,6 +245,7 @@ def test_profile_rows_and_table_carry_both_figures(gpu_backends):
     assert "fake-gpu-host (batch 1): host latency only: no CUDA events in this test" in text
 
 
+@pytest.mark.slow
 def test_profile_cuda_graph_json_and_unsupported_rows(gpu_backends, tmp_path):
     out = tmp_path / "p.json"
     proc = deploykit("profile", "--matrix", "smoke", "--config", "2d-dcgan-k4s2p1",
@@ -262,6 +263,7 @@ def test_profile_cuda_graph_json_and_unsupported_rows(gpu_backends, tmp_path):
         assert "fake-gpu," in rows[name]["reason"] or rows[name]["reason"].endswith("fake-gpu")
 
 
+@pytest.mark.slow
 def test_conformance_stores_both_figures_and_reports_them(gpu_backends, tmp_path):
     db, out = tmp_path / "r.db", tmp_path / "r.json"
     proc = deploykit("conformance", "run", "--backends", "fake-gpu,ort-cpu", "--latency", "--cuda-graph", "--db", str(db),
@@ -281,6 +283,7 @@ def test_conformance_stores_both_figures_and_reports_them(gpu_backends, tmp_path
     assert parameters["latency"]["cuda_graph"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (["profile", "--matrix", "smoke", "--config", "2d-dcgan-k4s2p1", "--cuda-graph", "--include-transfers"],
      "--cuda-graph replays device work only; it cannot time host<->device copies (drop --include-transfers)"),

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from helpers import ROOT
 
 from deploykit.execution.harness import Task, WorkerOptions, run_tasks
 from deploykit.op.spec import ConvTransposeSpec
+
+pytestmark = pytest.mark.slow  # every test runs isolated workers or the CLI in a subprocess
 
 SPEC = ConvTransposeSpec((1, 2, 4, 4), 3, (3, 3), strides=2, pads=1)
 OTHER = ConvTransposeSpec((1, 2, 5), 2, (2,), strides=2)

@@ -135,6 +135,7 @@ def _with_inputs(inputs: Path, tmp_path: Path) -> None:
     shutil.copy(inputs / "layer.onnx", tmp_path / "layer.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_names_a_damaged_page_in_one_line_and_writes_nothing(capsys, results_db, inputs, tmp_path, command):
     db = _damaged_copy(results_db, tmp_path, "a results page")
@@ -179,6 +180,7 @@ def test_damage_that_shows_mid_run_is_named_for_readers_and_writers(results_db, 
         store.db.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_store_failure_mid_fuzz_stops_the_search_in_one_line(tmp_path, monkeypatch):
     """An error inside Hypothesis's search (here the store, as a disk going bad would) stops the
@@ -311,6 +313,7 @@ HOSTILE_YAML = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(HOSTILE_YAML))
 def test_hostile_yaml_is_refused_fast_in_bounded_memory(tmp_path, name):
     import tracemalloc
@@ -334,6 +337,7 @@ def test_hostile_yaml_is_refused_fast_in_bounded_memory(tmp_path, name):
     assert elapsed < 1.0 and peak < 64 << 20, (elapsed, peak)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what, args", [
     ("matrix", ("conformance", "run", "--matrix", "{file}", "--db", "{tmp}/r.db")),
     ("matrix", ("generate", "--matrix", "{file}", "--out", "{tmp}/suite")),
@@ -389,6 +393,7 @@ def test_merge_refuses_a_shard_no_deploykit_writes(capsys, results_db, tmp_path,
 
 
 # ----- runs that test nothing; reports of unfinished fuzz runs ----------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [
     ("conformance", "run", "--matrix", "{tmp}/m.yaml", "--json", "{tmp}/r.json"),
     ("conformance", "fuzz", "--max-examples", "2", "--json", "{tmp}/r.json"),
@@ -408,6 +413,7 @@ def test_a_run_that_tests_nothing_is_no_pass(capsys, tmp_path, command):
     assert (tmp_path / "r.json").is_file()
 
 
+@pytest.mark.slow
 def test_an_unfinished_fuzz_run_says_to_resume_it_with_fuzz(capsys, tmp_path):
     db = tmp_path / "f.db"
     code, _, err = cli(capsys, "conformance", "fuzz", "--backends", "reference", "--max-examples", "2", "--db", str(db))
@@ -593,6 +599,7 @@ def _unfinished(db: Path, parameters: dict | None = None) -> None:
     connection.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     (["--backends", "ort-cpu,torch-cpu"], "with --backends reference, not --backends ort-cpu,torch-cpu"),
     (["--dtypes", "float16"], "with no --dtypes (the default), not --dtypes float16; drop --dtypes"),
@@ -613,6 +620,7 @@ def test_run_resume_messages_name_options_as_typed(capsys, tmp_path, args, expec
     assert not any(mark in line for mark in ("[", "]", "None", "{", "(1, ")), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     (["--seed", "3"], "with --seed 0, not --seed 3; drop --seed"),
     (["--dtypes", "float16"], "with --dtypes float32, not --dtypes float16"),
@@ -668,6 +676,7 @@ def test_a_long_runtime_message_is_kept_whole_and_cut_only_in_the_terminal_table
 
 
 # ----- the size of the known-divergence table a run stores ---------------------------------------
+@pytest.mark.slow
 def test_a_table_over_the_limit_is_refused_before_a_run_stores_it(tmp_path):
     """A run stores the table it was judged with: the table is at most 1 MiB (the YAML limit), so
     no run copies a huge one; a table just over is one line before any work, and no database."""
@@ -747,6 +756,7 @@ def _axes_matrix(count: int, keys: tuple[str, ...], header: str = "") -> str:
     return f"defaults: {{input_shape: [1, 1, 4], out_channels: 1, kernel_shape: 1}}\n{header}axes:\n{axes}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, message", [
     (_axes_matrix(30, ("strides", "dilations", "out_channels", "pads", "output_padding"), "expand: product\n"),
      "its axes ask for 24,300,000 rows"),
@@ -784,6 +794,7 @@ def test_run_resume_refuses_stored_parameters_no_deploykit_writes(capsys, result
     one_line_error(code, err, "is damaged: run 1's stored parameters", message)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, message", [
     ({"seed": "zero"}, "seed: must be a valid integer"),
     ({"backends": []}, "backends: must not be empty"),

@@ -240,6 +240,7 @@ def hostile_backend(monkeypatch, fault_backends):
     monkeypatch.setenv("DEPLOYKIT_BACKENDS", "hostile=fault_backends:HostileBackend")
 
 
+@pytest.mark.slow
 def test_a_run_with_hostile_labels_and_reasons_stores_reports_and_exits_on_its_findings(tmp_path, hostile_backend):
     from fault_backends import HostileBackend
 

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # each test imports the package in a fresh interpreter
 
 BLOCKER = """
 import sys

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # builds a wheel and an sdist and installs them into fresh venvs
+
 CONFORMANCE = ROOT / "conformance"
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "*.db*", "out"

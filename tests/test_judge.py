@@ -114,6 +114,7 @@ def results(db: Path) -> dict[str, dict]:
 # --- the answer formats --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pb_answers_make_a_stored_run_with_the_version_given(tree, tmp_path, capsys):
     answer_with_references(tree)
     db, out = tmp_path / "j.db", tmp_path / "j.json"
@@ -141,6 +142,7 @@ def test_the_precision_picks_the_accumulation_model(tree, tmp_path, capsys):
     assert "float16" in rows["f32"]["accumulation"]
 
 
+@pytest.mark.slow
 def test_npy_answers_take_bfloat16_as_numpy_saves_it_and_as_float32(tree, tmp_path, capsys):
     answer_with_references(tree)
     bf16 = case(tree, "bf16")
@@ -158,6 +160,7 @@ def test_npy_answers_take_bfloat16_as_numpy_saves_it_and_as_float32(tree, tmp_pa
     assert {r["verdict"] for r in results(tmp_path / "b.db").values()} == {"pass"}
 
 
+@pytest.mark.slow
 def test_trtexec_json_float32_at_six_digits_passes_and_a_wrong_value_still_fails(tree, tmp_path, capsys):
     answer_with_references(tree)
     f32, f16, bf16 = case(tree, "f32"), case(tree, "f16"), case(tree, "bf16")
@@ -182,6 +185,7 @@ def test_trtexec_json_float32_at_six_digits_passes_and_a_wrong_value_still_fails
     assert row["verdict"] == "drift" and "[0, 1, 2, 3]" in row["reason"] and "6-digit decimal text" in row["reason"]
 
 
+@pytest.mark.slow
 def test_trtexec_json_prints_of_nan_and_inf_are_nonfinite(tree, tmp_path, capsys):
     answer_with_references(tree)
     f32 = case(tree, "f32")
@@ -215,6 +219,7 @@ def test_a_wrong_shape_is_a_shape_mismatch(tree, tmp_path, capsys):
 # --- refusals and the known-divergence table -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_refusal_is_classified_against_the_known_divergence_table(tree, tmp_path, capsys):
     answer_with_references(tree, refuse=("neg-group", "op-below-dilation", "bf16"))
     (case(tree, "op-below-dilation") / "error.txt").write_text(ORT_REFUSAL + "\n")
@@ -230,6 +235,7 @@ def test_a_refusal_is_classified_against_the_known_divergence_table(tree, tmp_pa
     assert rows["neg-group"]["verdict"] == "pass"
 
 
+@pytest.mark.slow
 def test_an_unknown_refusal_is_a_new_finding(tree, tmp_path, capsys):
     answer_with_references(tree, refuse=("neg-group", "f32"))
     (case(tree, "f32") / "error.txt").write_text("[12/04/2025-10:00:00] [E] Error[10]: Could not find any implementation\n"
@@ -337,6 +343,7 @@ def test_refused_trees_and_options_are_one_line(tree, tmp_path, capsys):
     assert not Path(db).exists()
 
 
+@pytest.mark.slow
 def test_missing_answers_leave_an_incomplete_run(tree, tmp_path, capsys):
     answer_with_references(tree)
     (case(tree, "f16") / "actual_0.pb").unlink()
@@ -354,6 +361,7 @@ def test_missing_answers_leave_an_incomplete_run(tree, tmp_path, capsys):
 # --- a judged run is a run ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_judged_run_reports_compares_and_merges(tree, tmp_path, capsys):
     answer_with_references(tree)
     shards = []
@@ -398,6 +406,7 @@ def _ort_answers(tree: Path) -> None:
             (data / "error.txt").write_text(str(error))
 
 
+@pytest.mark.slow
 def test_judging_ort_outputs_gives_the_verdicts_of_a_run(tmp_path):
     """The strong check: the smoke matrix run on ort-cpu, and the same configs generated, run by
     hand with ONNX Runtime and judged, give the same verdicts, known divergences and figures."""
@@ -484,6 +493,7 @@ def fake_trtexec(tmp_path) -> dict:
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
+@pytest.mark.slow
 def test_the_trtexec_script_round_trips_through_a_fake_trtexec(tree, tmp_path, fake_trtexec, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -502,6 +512,7 @@ def test_the_trtexec_script_round_trips_through_a_fake_trtexec(tree, tmp_path, f
     assert "decimal" not in rows["bf16"]["accumulation"]
 
 
+@pytest.mark.slow
 def test_the_trtexec_script_leaves_no_answer_where_trtexec_dies_or_is_missing(tree, tmp_path, fake_trtexec, capsys):
     proc = subprocess.run(["bash", "trtexec.sh"], cwd=tree, env={**fake_trtexec, "FAKE_TRTEXEC_DIE": "_f16_"},
                           capture_output=True, text=True, check=False)

@@ -7,12 +7,15 @@ import textwrap
 
 import numpy as np
 import onnx
+import pytest
 from helpers import deploykit
 from onnx import TensorProto, helper, numpy_helper
 
 from deploykit.onnxio.read import module_path_from_metadata, module_path_from_parameters
 from deploykit.onnxio.write import build_case
 from deploykit.op.spec import ConvTransposeSpec
+
+pytestmark = pytest.mark.slow  # every test runs deploykit lint in a subprocess
 
 # One ungrouped float32 layer, and recorded configs around it: the two nearest by attribute count
 # are of another kind (grouped, float16); only the plain ones say anything about this layer.

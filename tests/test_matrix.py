@@ -323,6 +323,7 @@ def test_divergence_entries_are_validated_by_schema(tmp_path, text, needle):
     assert f"known-divergence table {path}" in message and needle in message and "\n" not in message, message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "matrix, table, needle",
     [

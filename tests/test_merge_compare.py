@@ -81,6 +81,7 @@ def _merge_killed_midway(tmp_path: Path, signum: int) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"])
 def test_a_killed_merge_leaves_no_output_and_the_next_merge_works(shards, tmp_path, signum):
     _copy_shards(shards, tmp_path)
@@ -102,6 +103,7 @@ def test_a_killed_merge_leaves_no_output_and_the_next_merge_works(shards, tmp_pa
     assert report["run"]["complete"] and report["run"]["recorded"] == report["run"]["planned"] == WHOLE
 
 
+@pytest.mark.slow
 def test_a_merge_out_of_disk_leaves_no_output_and_names_o(shards, tmp_path):
     _copy_shards(shards, tmp_path)
     limit = 48 * 1024  # room for the schema, not for 62 results
@@ -117,6 +119,7 @@ def test_a_merge_out_of_disk_leaves_no_output_and_names_o(shards, tmp_path):
     assert not (tmp_path / "m.db").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".m.db.")]
 
 
+@pytest.mark.slow
 def test_merge_never_replaces_an_existing_file_and_names_o(shards, tmp_path):
     _copy_shards(shards, tmp_path)
     (tmp_path / "mine.db").write_text("the user's own file")
@@ -148,6 +151,7 @@ def _set_backends(db: Path, backends: list[str]) -> None:
     connection.close()
 
 
+@pytest.mark.slow
 def test_merge_takes_the_same_backends_in_another_order_and_refuses_another_set(shards, tmp_path):
     _copy_shards(shards, tmp_path)
     _set_backends(tmp_path / "s2.db", ["onnx-reference", "reference"])  # `--backends onnx-reference,reference`
@@ -158,6 +162,7 @@ def test_merge_takes_the_same_backends_in_another_order_and_refuses_another_set(
     assert_usage_error(deploykit("conformance", "merge", "s1.db", "s2.db", "-o", "n.db", cwd=tmp_path), "backends differ")
 
 
+@pytest.mark.slow
 def test_fuzz_resume_takes_the_same_backends_in_another_order(tmp_path):
     from deploykit.fuzz.search import FuzzRequest, _resumed
     from deploykit.results.store import Store
@@ -200,6 +205,7 @@ def _assert_incomplete(proc, *needles: str) -> None:
     assert "INCOMPLETE" in proc.stdout and "no regression" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_compare_of_an_unfinished_run_is_incomplete_on_either_side(shards, tmp_path):
     whole = shards / "whole.db"
     killed = _unfinished(whole, tmp_path / "killed.db")
@@ -214,6 +220,7 @@ def test_compare_of_an_unfinished_run_is_incomplete_on_either_side(shards, tmp_p
     assert same.returncode == 0 and "no regression" in same.stdout, same.stderr
 
 
+@pytest.mark.slow
 def test_compare_of_one_shard_or_a_merge_missing_a_shard_is_incomplete(shards, tmp_path):
     whole = shards / "whole.db"
     _assert_incomplete(deploykit("conformance", "compare", "--baseline", str(whole), "--db", str(shards / "s1.db")),
@@ -226,6 +233,7 @@ def test_compare_of_one_shard_or_a_merge_missing_a_shard_is_incomplete(shards, t
     assert both.returncode == 0, both.stderr  # a shard against the same shard compares like with like
 
 
+@pytest.mark.slow
 def test_compare_of_an_incomplete_json_baseline_is_incomplete(shards, tmp_path):
     killed = _unfinished(shards / "whole.db", tmp_path / "killed.db")
     deploykit("conformance", "report", "--db", str(killed), "--format", "json", "-o", str(tmp_path / "killed.json"))
@@ -242,6 +250,7 @@ def test_compare_of_an_incomplete_json_baseline_is_incomplete(shards, tmp_path):
                        "has no run record")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (["--sigmas", "nan"], "--sigmas nan must be a finite number"),
     (["--sigmas", "inf"], "--sigmas inf must be a finite number"),
@@ -253,6 +262,7 @@ def test_compare_refuses_thresholds_that_are_not_finite(shards, args, needle):
     assert_usage_error(deploykit("conformance", "compare", "--baseline", whole, "--db", whole, *args), needle)
 
 
+@pytest.mark.slow
 def test_compare_refuses_a_run_id_for_a_json_baseline(shards, tmp_path):
     deploykit("conformance", "report", "--db", str(shards / "whole.db"), "--format", "json", "-o", str(tmp_path / "b.json"))
     proc = deploykit("conformance", "compare", "--baseline", str(tmp_path / "b.json"), "--baseline-run", "1",

@@ -109,6 +109,7 @@ PAIRS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(PAIRS)), ids=[f"{p[0].split(' -')[0]} {p[1]} vs {p[2]} {p[3]}" for p in PAIRS])
 def test_an_output_naming_an_input_is_refused_before_any_work(files, index):
     command, output_option, input_option, target = PAIRS[index]

@@ -245,6 +245,7 @@ def test_openvino_bf16_is_a_pass_only_where_its_deconvolution_ran_bf16(dtype):
         assert result.verdict == "unsupported" and result.reason.startswith("bf16 not applied: "), result.reason
 
 
+@pytest.mark.slow
 def test_tract_fp16_lowers_float32_and_leaves_float64_unsupported():
     _available("tract-cpu")
     executor = Executor(known=[])

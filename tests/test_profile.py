@@ -11,6 +11,8 @@ from helpers import assert_usage_error, deploykit
 from deploykit.onnxio.write import build_case
 from deploykit.op.spec import ConvTransposeSpec
 
+pytestmark = pytest.mark.slow  # every test runs deploykit profile or a run in a subprocess
+
 FAST = ["--warmup-ms", "5", "--duration", "0.05", "--iterations", "5"]
 STAT_KEYS = ("min_ms", "median_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "samples",
              "throughput_per_s", "gflops", "setup_ms")

@@ -40,6 +40,7 @@ def _report(db: Path, format_: str, out: Path) -> Path:
 
 
 # ----- results as data and the simple formats -----------------------------------------------------
+@pytest.mark.slow
 def test_summary_counts_agree_with_the_records(smoke_db, tmp_path):
     report = json.loads(_report(smoke_db, "json", tmp_path / "r.json").read_text())
     records = report["results"]
@@ -49,6 +50,7 @@ def test_summary_counts_agree_with_the_records(smoke_db, tmp_path):
     assert {entry["id"] for entry in report["known_divergences"]} >= {"ort-output-padding-ge-stride"}
 
 
+@pytest.mark.slow
 def test_junit_is_one_testcase_per_result_that_a_junit_reader_accepts(smoke_db, tmp_path):
     junitparser = pytest.importorskip("junitparser")
     xml = junitparser.JUnitXml.fromfile(str(_report(smoke_db, "junit", tmp_path / "r.xml")))
@@ -62,6 +64,7 @@ def test_junit_is_one_testcase_per_result_that_a_junit_reader_accepts(smoke_db, 
     assert "known divergence ort-output-padding-ge-stride" in known.result[0].message
 
 
+@pytest.mark.slow
 def test_junit_marks_a_new_finding_as_a_failure(tmp_path, fault_backends):
     proc = deploykit("conformance", "run", "--matrix", "smoke", "--backends", "drifty", "--dtypes", "float32",
                      "--db", "d.db", cwd=tmp_path)
@@ -73,6 +76,7 @@ def test_junit_marks_a_new_finding_as_a_failure(tmp_path, fault_backends):
     assert failure.result[0].type == "drift" and "rounding-error bound" in failure.result[0].message
 
 
+@pytest.mark.slow
 def test_a_report_uses_the_divergence_table_its_run_was_judged_with(tmp_path):
     """Editing the YAML later must not change the report of an old run."""
     shutil.copytree(ROOT / "conformance", tmp_path / "data", ignore=shutil.ignore_patterns("pytest_route", "repros"))
@@ -98,6 +102,7 @@ def _browser():
     return playwright.sync_playwright, executable
 
 
+@pytest.mark.slow
 def test_html_report_opens_in_chromium_with_one_map_cell_per_result(smoke_db, tmp_path):
     sync_playwright, executable = _browser()
     page_path = _report(smoke_db, "html", tmp_path / "r.html")
@@ -127,6 +132,7 @@ def test_html_report_opens_in_chromium_with_one_map_cell_per_result(smoke_db, tm
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_html_says_when_a_run_is_incomplete(smoke_db, tmp_path):
     db = tmp_path / "partial.db"
     shutil.copy(smoke_db, db)
@@ -139,6 +145,7 @@ def test_html_says_when_a_run_is_incomplete(smoke_db, tmp_path):
 
 
 # ----- baselines ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_compare_a_run_with_itself_and_with_a_regression(smoke_db, tmp_path):
     same = deploykit("conformance", "compare", "--baseline", str(smoke_db), "--db", str(smoke_db))
     assert same.returncode == 0 and "no regression" in same.stdout, same.stdout + same.stderr
@@ -190,6 +197,7 @@ def test_a_baseline_of_another_matrix_is_compared_on_the_intersection():
     assert [c.after for c in comparison.regressions] == ["drift"]  # a new config that fails is a regression
 
 
+@pytest.mark.slow
 def test_the_shipped_baseline_matches_a_fresh_smoke_run(tmp_path):
     baseline = ROOT / "conformance" / "baselines" / "smoke-cpu.json"
     backends = sorted({r["backend"] for r in json.loads(baseline.read_text())["results"]})
@@ -213,6 +221,7 @@ def _keys(db: Path) -> list[tuple]:
     return rows
 
 
+@pytest.mark.slow
 def test_shards_mix_the_backends():
     """Six backends in three shards: dealing sorted keys in turn gave each shard two fixed backends,
     so the shard with the slow one was the slowest. Each shard must hold every backend, about evenly."""
@@ -232,6 +241,7 @@ def test_shards_mix_the_backends():
         assert all(abs(n - len(tasks) / 18) < 0.15 * len(tasks) / 18 for n in per_backend.values()), per_backend
 
 
+@pytest.mark.slow
 def test_three_shards_merge_into_the_unsharded_run(tmp_path):
     for k in (1, 2, 3):
         _run("--matrix", "default", "--backends", CPU, "--shard", f"{k}/3", "--db", f"s{k}.db", cwd=tmp_path)
@@ -252,6 +262,7 @@ def test_three_shards_merge_into_the_unsharded_run(tmp_path):
     assert sorted(_keys(tmp_path / "p.db")) == sorted(whole)
 
 
+@pytest.mark.slow
 def test_merge_refuses_shards_of_different_runs(tmp_path):
     _run("--matrix", "smoke", "--backends", "reference", "--shard", "1/2", "--db", "a.db", cwd=tmp_path)
     _run("--matrix", "smoke", "--backends", "reference", "--dtypes", "float16", "--shard", "2/2", "--db", "b.db", cwd=tmp_path)
@@ -262,6 +273,7 @@ def test_merge_refuses_shards_of_different_runs(tmp_path):
     assert not (tmp_path / "m.db").exists()
 
 
+@pytest.mark.slow
 def test_the_pytest_route_runs_under_xdist_and_writes_junit(tmp_path):
     pytest.importorskip("xdist")
     junit = tmp_path / "route.xml"
@@ -284,6 +296,7 @@ def _commands(pipeline: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["github-actions.yml", "gitlab-ci.yml"])
 def test_every_deploykit_command_in_the_pipelines_exists_with_its_options(pipeline):
     path = ROOT / "ci" / pipeline

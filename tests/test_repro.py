@@ -51,6 +51,7 @@ def _run_script(folder: Path, allow: tuple[str, ...] = ()) -> subprocess.Complet
 OUTPUT_SHAPE_EXTENSION = ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(1,), output_shape=(2,), bias=False)
 
 
+@pytest.mark.slow
 def test_ort_refusal_reproduces_without_deploykit_or_onnx(tmp_path):
     db = _stored(tmp_path, OUTPUT_SHAPE_EXTENSION, "ort-cpu")
     bundle = write_bundle(db, OUTPUT_SHAPE_EXTENSION.id, "ort-cpu", tmp_path / "bundle")
@@ -106,6 +107,7 @@ def test_wrong_values_exit_1_with_the_worst_element(tmp_path):
     assert done.returncode == 1 and "beyond the rounding-error bound" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_spec_invalid_model_run_by_onnx_reference(tmp_path):
     spec = ConvTransposeSpec(input_shape=(1, 1, 1), out_channels=1, kernel_shape=(3,), auto_pad="SAME_UPPER", pads=(1, 1),
                              bias=False, expect="reject")
@@ -145,6 +147,7 @@ def test_a_folder_holding_another_results_bundle_is_refused_untouched(tmp_path):
     assert snapshot(tmp_path / "bundle") == before
 
 
+@pytest.mark.slow
 def test_torch_backends_write_a_torch_script(tmp_path):
     pytest.importorskip("torch", reason="torch is not installed (pip install 'deploykit[torch]')")
     spec = ConvTransposeSpec(input_shape=(1, 2, 3), out_channels=4, kernel_shape=(3,), strides=(2,), pads=(1, 1), group=2)
@@ -156,6 +159,7 @@ def test_torch_backends_write_a_torch_script(tmp_path):
     assert done.returncode == 0 and "fixed" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, backend, message", [
     ("nonesuch", "ort-cpu", "has no result of ort-cpu"),
     ("OUTPUT", "onnx-reference", "has no result of onnx-reference"),
@@ -168,6 +172,7 @@ def test_cli_usage_errors(tmp_path, config, backend, message):
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_pass_has_nothing_to_reproduce(tmp_path):
     spec = ConvTransposeSpec(input_shape=(1, 1, 3), out_channels=1, kernel_shape=(2,))
     db = _stored(tmp_path, spec, "ort-cpu")
@@ -204,6 +209,7 @@ def _leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if ".deploykit-" in p.name]
 
 
+@pytest.mark.slow
 def test_a_folder_of_the_users_own_files_is_refused_untouched(tmp_path):
     db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
     mine = tmp_path / "mine"
@@ -215,6 +221,7 @@ def test_a_folder_of_the_users_own_files_is_refused_untouched(tmp_path):
     assert snapshot(mine) == before and not _leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_symlink_target_is_refused_and_not_followed(tmp_path):
     db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
     elsewhere = tmp_path / "elsewhere"
@@ -224,6 +231,7 @@ def test_a_symlink_target_is_refused_and_not_followed(tmp_path):
     assert not any(elsewhere.iterdir())
 
 
+@pytest.mark.slow
 def test_a_symlink_inside_a_previous_bundle_is_not_followed(tmp_path):
     db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
     write_bundle(db, VALID.id, "ort-cpu", tmp_path / "bundle")
@@ -287,6 +295,7 @@ def test_a_write_failing_half_way_leaves_the_previous_bundle(tmp_path, monkeypat
     assert snapshot(tmp_path / "bundle") == before and not _leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_half_way_leaves_the_previous_bundle(tmp_path):
     """`ulimit -f`: X.npy and W.npy fit, repro.py does not."""
     db = _stored(tmp_path, VALID, "ort-cpu", verdict="drift")
@@ -298,6 +307,7 @@ def test_a_file_size_limit_half_way_leaves_the_previous_bundle(tmp_path):
 
 # ----- the criterion: a bundle judges as its run did ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_judged_with_atol_0_gives_a_bundle_that_exits_1(tmp_path):
     """A float32 result is never exactly the float64 answer: with --atol 0 --rtol 0 it is `drift`, and the
     bundle's repro.py must say so too (it used to judge with the bound, print "fixed" and exit 0)."""
@@ -317,6 +327,7 @@ def test_a_run_judged_with_atol_0_gives_a_bundle_that_exits_1(tmp_path):
     assert "within that rounding-error bound" in issue and "no error" in issue  # ort computes it right: no upstream bug
 
 
+@pytest.mark.slow
 def test_a_pass_under_a_generous_tolerance_is_not_bundled(tmp_path):
     """A result beyond the rounding-error bound passes a run with --atol 1e9: repro has nothing to reproduce."""
     from deploykit.op.judging import Tolerance

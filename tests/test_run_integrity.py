@@ -38,6 +38,7 @@ def _digest(path: Path) -> str:
 
 
 # ----- resource limits ------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config",
     [
@@ -56,6 +57,7 @@ def test_an_oversized_config_is_refused_before_any_work(tmp_path, config, comman
     assert not (tmp_path / "x.db").exists() and not (tmp_path / "suite").exists()
 
 
+@pytest.mark.slow
 def test_max_memory_sets_the_budget(tmp_path):
     proc = deploykit("conformance", "run", "--matrix", "smoke", "--db", "x.db", "--max-memory", "16K", cwd=tmp_path)
     assert_usage_error(proc, "over the 16 KiB budget")
@@ -69,6 +71,7 @@ def test_parse_size_units():
     assert resources.parse_size("2 G") == 2 << 30
 
 
+@pytest.mark.slow
 def test_the_estimate_covers_what_a_task_really_allocates():
     """tracemalloc sees NumPy's allocations (deploykit's reference and bound, the inputs): the
     estimate must be above their real peak, and not absurdly so."""
@@ -130,12 +133,14 @@ def test_jobs_are_bounded_by_cores_and_memory(monkeypatch):
     assert resources.worker_count(1, 0) == (1, None)
 
 
+@pytest.mark.slow
 def test_too_many_jobs_are_reduced_and_said(tmp_path):
     proc = deploykit("conformance", "run", "--matrix", "smoke", "--db", "r.db", "--jobs", "64", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--jobs 64 reduced to" in proc.stderr and "usable core" in proc.stderr
 
 
+@pytest.mark.slow
 def test_the_timeout_counts_only_the_backends_own_work():
     """deploykit's float64 reference of this layer takes longer than the timeout; ORT does not."""
     spec = ConvTransposeSpec((1, 256, 48, 48), 128, (4, 4), strides=2, pads=1)
@@ -146,6 +151,7 @@ def test_the_timeout_counts_only_the_backends_own_work():
     assert result.duration_ms < 1000
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_start_is_no_verdict(tmp_path, fault_backends):
     proc = deploykit("conformance", "run", "--matrix", "smoke", "--backends", "nostart", "--db", "r.db", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -154,6 +160,7 @@ def test_a_worker_that_cannot_start_is_no_verdict(tmp_path, fault_backends):
     assert _count(tmp_path / "r.db") == 0, "a start-up failure must never be stored as the backend's crash"
 
 
+@pytest.mark.slow
 def test_a_sigkilled_worker_is_retried_once_before_crash(fault_backends):
     spec = ConvTransposeSpec((1, 2, 4), 2, (2,), strides=2)
     results = []
@@ -190,6 +197,7 @@ def _start_slow_run(db: Path, cwd: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_says_how_to_resume_and_resumes(tmp_path, fault_backends, signum):
     db = tmp_path / "r.db"
@@ -209,6 +217,7 @@ def test_an_interrupted_run_says_how_to_resume_and_resumes(tmp_path, fault_backe
     assert _count(db) == 31
 
 
+@pytest.mark.slow
 def test_an_orphaned_worker_exits_quietly(tmp_path, fault_backends):
     db = tmp_path / "r.db"
     proc = _start_slow_run(db, tmp_path)
@@ -235,6 +244,7 @@ def _killed_run(tmp_path: Path, matrix: str = "smoke", backends: str = "slowish"
     return db
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_matrix(tmp_path, fault_backends):
     matrix = tmp_path / "m.yaml"
     cases = [f"  - {{name: c{i}, input_shape: [1, 2, {i + 3}], out_channels: 2, kernel_shape: 2}}" for i in range(20)]
@@ -247,6 +257,7 @@ def test_resume_refuses_a_changed_matrix(tmp_path, fault_backends):
     assert _count(db) == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_options_that_contradict_the_run(tmp_path, fault_backends):
     db = _killed_run(tmp_path)
     for args, needle in [(["--backends", "reference"], "--backends"), (["--matrix", "default"], "--matrix"),
@@ -258,6 +269,7 @@ def test_resume_refuses_options_that_contradict_the_run(tmp_path, fault_backends
     assert same.returncode == 0, same.stderr
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_that_is_still_running(tmp_path, fault_backends):
     db = tmp_path / "r.db"
     proc = _start_slow_run(db, tmp_path)
@@ -269,6 +281,7 @@ def test_resume_refuses_a_run_that_is_still_running(tmp_path, fault_backends):
         proc.communicate()
 
 
+@pytest.mark.slow
 def test_report_of_an_unfinished_run_says_so_in_every_format(tmp_path, fault_backends):
     db = _killed_run(tmp_path)
     table = deploykit("conformance", "report", "--db", str(db))
@@ -280,6 +293,7 @@ def test_report_of_an_unfinished_run_says_so_in_every_format(tmp_path, fault_bac
 
 
 # ----- the database ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_another_programs_sqlite_file_is_refused_untouched(tmp_path):
     db = tmp_path / "app.db"
     with sqlite3.connect(db) as connection:
@@ -293,6 +307,7 @@ def test_another_programs_sqlite_file_is_refused_untouched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal, no -shm
 
 
+@pytest.mark.slow
 def test_db_path_problems_are_named(tmp_path):
     assert_usage_error(deploykit("conformance", "run", "--db", "nodir/x.db", cwd=tmp_path), "folder nodir does not exist")
     (tmp_path / "ro.db").write_bytes(b"")
@@ -302,6 +317,7 @@ def test_db_path_problems_are_named(tmp_path):
     assert_usage_error(proc, "ro.db is read-only")
 
 
+@pytest.mark.slow
 def test_a_finished_database_reads_in_a_read_only_folder(tmp_path):
     folder = tmp_path / "results"
     folder.mkdir()
@@ -341,6 +357,7 @@ def _back_to_schema_1(db: Path) -> None:
     connection.close()
 
 
+@pytest.mark.slow
 def test_an_older_schema_is_migrated_and_a_newer_one_refused(tmp_path):
     db = tmp_path / "r.db"
     assert deploykit("conformance", "run", "--matrix", "smoke", "--backends", "reference", "--db", str(db)).returncode == 0
@@ -375,11 +392,13 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_disk_full_before_the_run_starts_is_one_line(tmp_path):
     line = _one_error_line(_run_with_file_limit(tmp_path / "r.db", 24))
     assert "cannot write" in line and "run again" in line and "--resume" not in line
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_exit_2_and_an_intact_database(tmp_path):
     db = tmp_path / "r.db"
     line = _one_error_line(_run_with_file_limit(db, 96))

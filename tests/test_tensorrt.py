@@ -210,6 +210,7 @@ def test_dynamic_axes_take_their_range_from_the_profile(tmp_path):
 # --- the engine cache ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cache_key_is_stable_and_changes_with_every_part():
     model = build_case(LAYER).model_bytes
     plan = engines.plan_engine(build_case(LAYER).model, "fp32", load_profile("h100"))
@@ -440,6 +441,7 @@ def test_registry_and_capabilities(driver):
         "engine profile t4 has no bf16 build precision")
 
 
+@pytest.mark.slow
 def test_backends_command_lists_tensorrt_with_its_reason():
     proc = deploykit("backends")
     assert proc.returncode == 0, proc.stderr
@@ -494,6 +496,7 @@ def test_each_declared_model_admits_what_it_declares_and_fp32_alone_would_not(dt
 # --- export --engine -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_engine_refuses_in_one_line_before_any_work(tmp_path):
     onnx_path = tmp_path / "m.onnx"
     common = ("export", "dcgan", "-o", str(onnx_path), "--engine", str(tmp_path / "m.engine"))
@@ -518,6 +521,7 @@ def _gpu_check(out: Path, **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHON": sys.executable, **env})
 
 
+@pytest.mark.slow
 def test_gpu_check_without_a_gpu_says_so_and_passes(tmp_path):
     proc = _gpu_check(tmp_path / "out", NVIDIA_SMI=str(tmp_path / "no-nvidia-smi"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -536,6 +540,7 @@ def fake_nvidia_smi(tmp_path) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_every_step_on_the_backends_it_finds(tmp_path, fake_nvidia_smi):
     """With a GPU reported and ort-cpu standing in for a GPU backend, every step runs from the tree
     and writes its results; an unavailable backend is skipped with its reason."""
@@ -565,6 +570,7 @@ def test_gpu_check_runs_every_step_on_the_backends_it_finds(tmp_path, fake_nvidi
     assert "gpu-check: exit 0" in summary
 
 
+@pytest.mark.slow
 def test_gpu_check_fails_when_a_gpu_has_no_backend(tmp_path, fake_nvidia_smi):
     proc = _gpu_check(tmp_path / "out", NVIDIA_SMI=str(fake_nvidia_smi), GPU_CHECK_BACKENDS="tensorrt")
     summary = (tmp_path / "out" / "summary.txt").read_text()
