@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from helpers import ROOT, TESTS
+from helpers import ROOT, TESTS, deploykit
 
 
 @pytest.fixture
@@ -19,3 +19,29 @@ def fault_backends(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.syspath_prepend(str(TESTS))
     yield
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`conformance run --matrix smoke` on the default backends, stored (r.db) and as --json (r.json):
+    (folder, the finished process).  Made once per test process and shared by test_cli.py and
+    test_reports.py, which compares it with the shipped baseline; tests read it and never change it."""
+    folder = tmp_path_factory.mktemp("smoke")
+    proc = deploykit("conformance", "run", "--matrix", "smoke", "--db", "r.db", "--json", "r.json", "--jobs", "2", cwd=folder)
+    return folder, proc
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # without pytest-xdist the suite runs in one process and this hook is not needed
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+    def pytest_xdist_make_scheduler(config, log):
+        """Under `-n N`, hand out whole test files, not single tests: a module-scoped fixture (a smoke
+        run, shards, a results database) then runs once, not once in each worker that got one of its
+        tests.  An explicit `--dist` (`--dist load` included) is left as asked."""
+        given = (*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split())
+        if config.getoption("dist") == "load" and not any(arg.startswith("--dist") for arg in given):
+            return LoadScopeScheduling(config, log)
+        return None

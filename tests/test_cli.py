@@ -16,13 +16,6 @@ from deploykit import backends as registry
 pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("smoke")
-    proc = deploykit("conformance", "run", "--matrix", "smoke", "--db", "r.db", "--json", "r.json", "--jobs", "2", cwd=folder)
-    return folder, proc
-
-
 def test_smoke_run_passes_with_known_divergences_marked(smoke_run):
     folder, proc = smoke_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
