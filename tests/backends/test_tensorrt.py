@@ -551,7 +551,7 @@ def test_gpu_check_runs_every_step_on_the_backends_it_finds(tmp_path, fake_nvidi
     assert proc.returncode == 0, summary
     if importlib_missing("tensorrt"):
         assert "skipped backend tensorrt: needs the 'tensorrt' package" in summary
-    assert "GPU tests (tests/test_gpu.py, tests/test_tensorrt.py -m gpu): exit 0" in summary
+    assert "GPU tests (tests/backends/test_gpu.py, tests/backends/test_tensorrt.py -m gpu): exit 0" in summary
     assert "smoke matrix on ort-cpu, fp32 and tf32, with latency: exit 0" in summary
     results = json.loads((out / "smoke.json").read_text())["results"]
     assert {(r["backend"], r["precision"]) for r in results} == {("ort-cpu", "fp32"), ("ort-cpu", "tf32")}

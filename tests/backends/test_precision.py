@@ -204,7 +204,7 @@ def test_openvino_fp16_on_a_cpu_without_float16_is_unsupported_with_the_reason()
     lacking = cpu_features.openvino_lacks("fp16")
     if lacking is None:
         pytest.skip("OpenVINO lists FP16 in OPTIMIZATION_CAPABILITIES here: it applies the f16 hint, and fp16 rows"
-                    " are judged (tests/test_accumulation.py measures them)")
+                    " are judged (tests/op/test_accumulation.py measures them)")
     for dtype in ("float32", "float16"):
         result = Executor(known=[]).run(LAYER.replace(dtype=dtype), "openvino-cpu", precision="fp16")
         assert (result.precision, result.verdict) == ("fp16", "unsupported"), result.reason

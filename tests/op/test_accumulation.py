@@ -8,7 +8,7 @@ that is not vacuous.  torch picks oneDNN or its native kernels by CPU features; 
 is forced with `torch.backends.mkldnn.flags(enabled=False)`, so both are measured on any machine.
 OpenVINO's fp16 paths run only where its CPU plugin applies the f16 hint (OPTIMIZATION_CAPABILITIES
 lists FP16: AVX512-FP16 or AMX-FP16); elsewhere they skip with that reason, since the plugin runs
-bf16/f32 instead and such a result is `unsupported` (tests/test_precision.py).
+bf16/f32 instead and such a result is `unsupported` (tests/backends/test_precision.py).
 TVM sums in the narrow type itself, where the worst case of K roundings grows far beyond real
 errors (about sqrt(K) of them) as K grows: its paths, and tinygrad's (whose first run of each
 config compiles with clang), are measured on configs with few products per output.

@@ -1,6 +1,6 @@
 """The CPU engines beyond ONNX Runtime: OpenVINO, tract, TVM and tinygrad, each a real backend on the contract.
 
-Their accumulation models are measured in tests/test_accumulation.py; here: the API pitfalls
+Their accumulation models are measured in tests/op/test_accumulation.py; here: the API pitfalls
 deploykit works around (OpenVINO's bfloat16 labelling, tract's panics, TVM's bit-copying
 bfloat16 tensors and converter chatter, tinygrad's need for clang), their conformance on the
 shipped matrix, lint's hazards for them, and the standalone repro of every divergence they have.
