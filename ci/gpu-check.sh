@@ -101,8 +101,8 @@ if [ -z "$AVAILABLE" ]; then
     finish
 fi
 
-step "GPU tests (tests/test_gpu.py, tests/test_tensorrt.py -m gpu)" "$OUT/test-gpu.log" \
-    "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_tensorrt.py --junitxml "$OUT/test-gpu.xml"
+step "GPU tests (tests/backends/test_gpu.py, tests/backends/test_tensorrt.py -m gpu)" "$OUT/test-gpu.log" \
+    "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m gpu tests/backends/test_gpu.py tests/backends/test_tensorrt.py --junitxml "$OUT/test-gpu.xml"
 note "  $(tail -n 1 "$OUT/test-gpu.log")"
 
 step "smoke matrix on $AVAILABLE, fp32 and tf32, with latency" "$OUT/smoke.txt" \

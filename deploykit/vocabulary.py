@@ -3,7 +3,7 @@
 They live here, below everything else, so that a layer that needs one of them does not have to import the layer
 that happens to use it most (the operator's maths once imported the ONNX writer for its dtype table, the
 divergence file the backends for their precisions).  Each table's keys are exactly its Literal's values;
-tests/test_layers.py checks that they agree.
+tests/project/test_layers.py checks that they agree.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ PRECISIONS: dict[str, str] = {
     "bf16": "float32 models run in bfloat16 where the backend chooses",
 }
 
-#: Verdicts and what each means; the report reads this table, and tests/test_docs.py checks docs/verdicts.md lists the same.
+#: Verdicts and what each means; the report reads this table, and tests/project/test_docs.py checks docs/verdicts.md lists the same.
 Verdict = Literal["pass", "drift", "shape-mismatch", "rejected", "accepted-invalid", "nonfinite", "crash", "timeout",
                   "unsupported", "unavailable"]
 VERDICTS: dict[str, str] = {

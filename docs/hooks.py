@@ -3,7 +3,7 @@
 A page that holds a marker line such as ``<!-- generated: cli-reference -->`` gets the generated
 Markdown in its place at build time, so the CLI reference cannot drift from ``deploykit.cli:app``
 and the known-divergence table cannot drift from ``conformance/known_divergences.yaml``.
-``tests/test_docs.py`` builds the site and checks that every command and every entry is there.
+``tests/project/test_docs.py`` builds the site and checks that every command and every entry is there.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
+"""Fixtures and hooks only: helpers that tests call by name live in helpers.py (tests/README.md)."""
+
 import os
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
+from helpers import ROOT, TESTS, deploykit
 
 
 @pytest.fixture
@@ -24,41 +21,27 @@ def fault_backends(monkeypatch):
     yield
 
 
-AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`conformance run --matrix smoke` on the default backends, stored (r.db) and as --json (r.json):
+    (folder, the finished process).  Made once per test process and shared by test_cli.py and
+    test_reports.py, which compares it with the shipped baseline; tests read it and never change it."""
+    folder = tmp_path_factory.mktemp("smoke")
+    proc = deploykit("conformance", "run", "--matrix", "smoke", "--db", "r.db", "--json", "r.json", "--jobs", "2", cwd=folder)
+    return folder, proc
 
 
-def without_root_overrides(command: list[str]) -> list[str]:
-    """Run `command` so that file permissions apply even as root (CI runs tests as root).
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # without pytest-xdist the suite runs in one process and this hook is not needed
+    LoadScopeScheduling = None
 
-    setpriv drops every capability, CAP_DAC_OVERRIDE included; without setpriv the test skips.
-    """
-    if not AS_ROOT:
-        return command
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: file permissions cannot be made to apply")
-    return ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *command]
-
-
-def skip_unless_openvino_applies(precision: str) -> None:
-    """Skip a check of OpenVINO at a reduced build precision where its CPU plugin does not run it,
-    with OpenVINO's own reason (OPTIMIZATION_CAPABILITIES): there it is `unsupported`, not judged.
-    On a CPU that lists the capability the check runs and asserts."""
-    from deploykit.backends import cpu_features
-    from deploykit.backends.openvino import HINTS
-
-    lacking = cpu_features.openvino_lacks(precision)
-    if lacking:
-        pytest.skip(f"{lacking}: OpenVINO does not apply the {HINTS[precision]} hint")
-
-
-def skip_without_cpu_flag(flag: str, why: str) -> None:
-    """Skip what only a CPU with `flag` (as /proc/cpuinfo lists it) shows, saying what needs it."""
-    from deploykit.backends import cpu_features
-    if flag not in cpu_features.x86_flags():
-        pytest.skip(f"this CPU has no {flag}: {why}")
-
-
-#: Known divergences in oneDNN's AMX bfloat16 kernels, measured on an AMX CPU: other CPUs run other
-#: kernels, so their repros and their predicates' "wide" checks need the flag.
-NEEDS_CPU_FLAG = dict.fromkeys(("openvino-bf16-3d-output-padding-unwritten", "torch-bf16-3d-output-padding-unwritten",
-                                "openvino-bf16-output-between-taps-crash", "openvino-bf16-strided-unreached-bias"), "amx_bf16")
+if LoadScopeScheduling is not None:
+    def pytest_xdist_make_scheduler(config, log):
+        """Under `-n N`, hand out whole test files, not single tests: a module-scoped fixture (a smoke
+        run, shards, a results database) then runs once, not once in each worker that got one of its
+        tests.  An explicit `--dist` (`--dist load` included) is left as asked."""
+        given = (*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split())
+        if config.getoption("dist") == "load" and not any(arg.startswith("--dist") for arg in given):
+            return LoadScopeScheduling(config, log)
+        return None

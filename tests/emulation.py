@@ -3,7 +3,7 @@
 Each function computes ConvTranspose in one specific order and precision, with plain NumPy
 arithmetic in the narrow type.  NumPy adds two float16 (or bfloat16) numbers through float32 and
 rounds back, which is the correctly rounded narrow result (float32 has more than 2p + 2 bits).
-tests/test_accumulation.py compares each backend's output with its emulation element by element:
+tests/op/test_accumulation.py compares each backend's output with its emulation element by element:
 that is the measurement behind the accumulation model the backend declares.
 """
 

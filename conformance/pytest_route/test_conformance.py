@@ -24,7 +24,14 @@ def executor():
     return Executor()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+def _tier(backend: str):
+    """A backend that can abort the process runs each config in a child process, about a second a
+    config: in this repository's test suite those cases are in the `slow` tier (tests/README.md)."""
+    slow = registry.get(backend).capabilities.aborts_process
+    return pytest.param(backend, marks=pytest.mark.slow if slow else ())
+
+
+@pytest.mark.parametrize("backend", [_tier(backend) for backend in BACKENDS])
 @pytest.mark.parametrize("spec", MATRIX.specs, ids=[s.label for s in MATRIX.specs])
 def test_conformance(executor, spec, backend):
     result = executor.run(spec, backend)

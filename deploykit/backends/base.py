@@ -218,7 +218,7 @@ class Backend:
 
         The default, one float32 sum rounded once for float16/bfloat16, is what ORT's MLAS and
         oneDNN were measured to do; a backend that differs must declare it, with a test that
-        emulates its order (tests/test_accumulation.py).
+        emulates its order (tests/op/test_accumulation.py).
         """
         from deploykit.op.bound import OneSum
 

@@ -22,7 +22,7 @@ class OnnxReferenceBackend(Backend):
         return Availability(True, onnx.__version__)
 
     def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
-        # Measured (tests/test_accumulation.py): float16 runs a float32-accumulating NumPy GEMM per
+        # Measured (tests/op/test_accumulation.py): float16 runs a float32-accumulating NumPy GEMM per
         # kernel tap, rounds it to float16, and its col2im adds the taps (then the bias) in float16.
         # bfloat16 is upcast to float32 for the whole computation and rounded once.
         if dtype == "float16":

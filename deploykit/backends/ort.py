@@ -254,7 +254,7 @@ class OrtCudaBackend(OrtCpuBackend):
         return {"use_tf32": "1" if config.precision == "tf32" else "0"}
 
     def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
-        # Measured on an H200 (onnxruntime-gpu 1.31.1, cuDNN 9.19, tests/test_gpu_fixture.py): float16
+        # Measured on an H200 (onnxruntime-gpu 1.31.1, cuDNN 9.19, tests/backends/test_gpu_fixture.py): float16
         # products are summed in float32 and rounded once (exact on 120 accumulation probes); the bias
         # takes one of two paths.  With explicit symmetric pads cuDNN's result is rounded to float16
         # and the bias added apart (cudnnAddTensor), which rounds again; with asymmetric pads or

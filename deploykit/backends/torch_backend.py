@@ -224,7 +224,7 @@ class TorchCpuBackend(Backend):
         return Availability(True, torch.__version__)
 
     def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
-        # Measured on torch 2.13 (tests/test_accumulation.py): for float16/bfloat16 torch takes
+        # Measured on torch 2.13 (tests/op/test_accumulation.py): for float16/bfloat16 torch takes
         # oneDNN where the CPU has native support (AVX512-FP16 / AMX, AVX512-BF16), which sums in
         # float32 and rounds once; elsewhere (and whenever output_padding >= stride) its native
         # kernel runs a float32 GEMM per kernel tap, rounds it, and adds the taps and then the
@@ -281,7 +281,7 @@ class TorchCudaBackend(TorchCpuBackend):
         return Availability(True, f"{torch.__version__} (CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)})")
 
     def accumulation(self, dtype: str, config: BuildConfig = BuildConfig()) -> tuple[Accumulation, ...]:
-        # Measured on an H200 (torch 2.11 + cuDNN 9.19, tests/test_gpu_fixture.py): for float16 and
+        # Measured on an H200 (torch 2.11 + cuDNN 9.19, tests/backends/test_gpu_fixture.py): for float16 and
         # bfloat16 cuDNN sums the products in float32 and rounds the result to the dtype once (exact
         # on 240 accumulation probes), then torch adds the bias in a separate elementwise kernel that
         # rounds once more: an emulation of that order matches 99.9% of the outputs bit for bit (the

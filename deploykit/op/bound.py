@@ -3,7 +3,7 @@
 deploykit does not use hand-tuned atol/rtol.  For every output element it bounds |y - ref| over
 every summation order the backend's accumulation model allows, so `bound_ratio <= 1` passes
 whatever the dtype or size and anything above it is a real defect rather than noise.  The models
-are measured, not assumed: tests/test_accumulation.py emulates each backend's order bit for bit
+are measured, not assumed: tests/op/test_accumulation.py emulates each backend's order bit for bit
 on kernel > stride configs and shows its bound holds with a ratio that is not vacuous.
 
 Notation (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., sections 3.1 and

@@ -3,7 +3,7 @@
 conformance/repros/<id>/ has one source, the entry's `repro:` block in conformance/known_divergences.yaml
 (its minimal config, backend, verdict and the backend version it was measured with): this module
 writes the folder through the same code as a bundle from a results database (deploykit.repro.bundle
-for the files, deploykit.repro.folder for where they go), and tests/test_repro_folders.py checks that
+for the files, deploykit.repro.folder for where they go), and tests/repro/test_repro_folders.py checks that
 every committed folder is what it writes, byte for byte.  So the bytes are the same on every machine:
 the inputs are drawn from a generator seeded by the config id, ISSUE.md names the versions the entry
 names and nothing of the machine that writes it, and model.onnx carries no onnx version.

@@ -11,7 +11,7 @@ deserialized by EngineFromBytes.
 
 None of this has run on real TensorRT: no machine deploykit is developed on has TensorRT or a GPU.
 Everything that does not need TensorRT itself (plans, flags, keys, loader composition, error
-capture) is unit-tested in tests/test_tensorrt.py.
+capture) is unit-tested in tests/backends/test_tensorrt.py.
 """
 
 from __future__ import annotations

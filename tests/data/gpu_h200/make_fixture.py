@@ -9,7 +9,7 @@ measured with torch 2.11.0+cu130 (cuDNN 9.19.0) and onnxruntime-gpu 1.31.1 on an
 driver 580.159.04, on 2026-12-04.  Inputs are never stored: `deploykit.onnxio.write.make_inputs(spec)`
 redraws X, W and B exactly from the config id.
 
-The fixture keeps the hardest cases, not all of them (tests/test_gpu_fixture.py judges them):
+The fixture keeps the hardest cases, not all of them (tests/backends/test_gpu_fixture.py judges them):
 for each backend, dtype and precision, the results closest to the bound of the backend's
 declared accumulation model, the results furthest beyond one float32 sum (the former false
 alarms), and the results where the most products reach one output.  Outputs of more than
