@@ -2,7 +2,7 @@
 
 `CompiledModelFromOnnx` is the loader (ONNX bytes + build config -> compiled model); the runner
 feeds and reads tensors of exactly each port's element type.  Measured on OpenVINO 2026.4.1
-(tests/op/test_accumulation.py, tests/backends/test_engines.py):
+(tests/op/test_accumulation.py, tests/backends/test_cpu_runtimes.py):
 - the plugin's default precision is machine-dependent (bf16 on CPUs with AVX512-BF16 or AMX-BF16), so
   the hint is always sent: fp32 -> f32, fp16 -> f16, bf16 -> bf16;
 - the plugin replaces a hint the CPU has no arithmetic for: on a CPU without AVX512-FP16/AMX-FP16

@@ -2,7 +2,7 @@
 
 `OnnxRunnerFromBytes` is the loader (ONNX bytes + build config -> parsed runner); every call runs
 under `Context(DEV="CPU")`, so tinygrad never picks another device.  Measured on tinygrad 0.14.0
-with Debian's clang 14 (tests/op/test_accumulation.py, tests/backends/test_engines.py):
+with Debian's clang 14 (tests/op/test_accumulation.py, tests/backends/test_cpu_runtimes.py):
 - the CPU device compiles every kernel (and its own worker programs) with a `clang` binary, on
   every renderer: without one it is `unavailable`, and the reason names the fix;
 - float16 and bfloat16 sum the products in float32, round that sum to the dtype, and add the bias

@@ -2,7 +2,7 @@
 
 `RunnableFromOnnx` is the loader (ONNX bytes + build config -> runnable model; the bindings load
 from a path only, so the bytes go through a temporary file).  Measured on tract 0.23.9
-(tests/op/test_accumulation.py, tests/backends/test_engines.py):
+(tests/op/test_accumulation.py, tests/backends/test_cpu_runtimes.py):
 - float16 sums each kernel tap's channels in float32, rounds it to float16, and adds the bias and
   then the taps one by one in float16 (the bias first, unlike torch): TapSums(bias_first);
 - the fp16 build precision (tract's FloatPrecision f32 -> f16 transform) runs a float32 model that

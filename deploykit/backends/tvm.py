@@ -2,7 +2,7 @@
 
 `ExecutableFromOnnx` is the loader (ONNX bytes + build config -> compiled executable); the runner
 feeds `tvm.runtime.tensor`s of exactly the graph's element types.  Measured on apache-tvm
-0.27.0.post1 (tests/op/test_accumulation.py, tests/backends/test_engines.py):
+0.27.0.post1 (tests/op/test_accumulation.py, tests/backends/test_cpu_runtimes.py):
 - float16 and bfloat16 sum every product in the dtype itself (topi's sum in the output dtype, one
   input channel at a time, kernel taps inner), and add the bias in the dtype: OneSum(dtype).  That
   bound is loose (a worst case of K roundings) and infinite for bfloat16 once K u >= 1, where

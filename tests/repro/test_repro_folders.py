@@ -3,7 +3,7 @@
 
 Every committed folder is what the command writes, byte for byte: a changed template, table entry or
 input generator fails here, naming the file, until `deploykit repro --divergence all -o conformance/repros`
-writes the folders again.  Whether each folder still shows its divergence is tests/backends/test_engines.py.
+writes the folders again.  Whether each folder still shows its divergence is tests/backends/test_cpu_runtimes.py.
 """
 
 from __future__ import annotations
