@@ -11,8 +11,7 @@ import textwrap
 from deploykit.backends.base import ReproRecipe
 from deploykit.op.spec import DEFAULT_OPSET, ConvTransposeSpec
 from deploykit.repro.criterion import BOUND, Criterion
-from deploykit.results.result import Result
-from deploykit.results.store import Run
+from deploykit.results.result import Result, Run
 
 SCRIPT = '''"""{title}
 

@@ -77,3 +77,23 @@ class Result:
             spec=spec.to_dict(),
             expected_shape=list(spec.output_full_shape) if spec.is_valid else None,
         )
+
+
+@dataclass
+class Run:
+    """One stored run: what was asked (matrix, parameters), where (environment), and how far it got."""
+
+    run_id: int
+    started_at: float
+    finished_at: float | None
+    status: str
+    matrix: str
+    parameters: dict[str, Any]
+    environment: dict[str, Any]
+    planned: int
+    owner: dict[str, Any] | None = None
+    known_divergences: list[dict] | None = None  # None: a run from before schema 4
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"

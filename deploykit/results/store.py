@@ -18,14 +18,14 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator
 
 from deploykit.errors import RunAborted, UsageError
 from deploykit.results import dbcheck
 from deploykit.results.dbcheck import checked_text, decoded, guarded
-from deploykit.results.result import Result
+from deploykit.results.result import Result, Run  # Run is also read from here, beside Store
 
 #: 1: the first layout.  2: runs.owner; results.accumulation and results.float32_sum_ratio.
 #: 3: results.precision, part of the primary key (a result is per build precision).
@@ -65,24 +65,6 @@ CREATE TABLE IF NOT EXISTS runs (
     known_divergences TEXT         -- JSON: the known-divergence table the run was judged with
 );
 {_RESULTS_TABLE}"""
-
-
-@dataclass
-class Run:
-    run_id: int
-    started_at: float
-    finished_at: float | None
-    status: str
-    matrix: str
-    parameters: dict[str, Any]
-    environment: dict[str, Any]
-    planned: int
-    owner: dict[str, Any] | None = None
-    known_divergences: list[dict] | None = None  # None: a run from before schema 4
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "complete"
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:

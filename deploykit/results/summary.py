@@ -18,8 +18,7 @@ from typing import Iterable
 
 from deploykit.results.dbcheck import stored_spec
 from deploykit.results.divergences import Divergence, match
-from deploykit.results.result import Result
-from deploykit.results.store import Run
+from deploykit.results.result import Result, Run
 from deploykit.vocabulary import SKIPPED, VERDICTS
 
 

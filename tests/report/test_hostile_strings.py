@@ -33,8 +33,7 @@ from deploykit.report.export import lint_summary
 from deploykit.report.fuzz import class_lines
 from deploykit.results.compare import Change, Comparison
 from deploykit.results.divergences import Divergence
-from deploykit.results.result import Result
-from deploykit.results.store import Run
+from deploykit.results.result import Result, Run
 from deploykit.results.summary import summarize
 
 HOSTILE = {
