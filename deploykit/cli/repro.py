@@ -13,10 +13,23 @@ from deploykit.errors import UsageError
 from deploykit.outputs import check_paths
 
 
+def _needed_for_a_result(context: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--config and --backend are required unless --divergence was given, with click's own message.
+
+    Click handles the options typed on the command line first, so a given --divergence is known here; a
+    missing one is reported in the order of declaration (--config, --backend, then -o), as before
+    --divergence existed.
+    """
+    if value is None and context.params.get("divergence") is None:
+        raise click.MissingParameter(ctx=context, param=param)
+    return value
+
+
 @app.command("repro")
 @db_option()
-@click.option("--config", "config", default=None, help="the config's id (or a 6+ character prefix) or label")
-@click.option("--backend", default=None, help="the backend whose result to reproduce")
+@click.option("--config", "config", default=None, callback=_needed_for_a_result,
+              help="the config's id (or a 6+ character prefix) or label")
+@click.option("--backend", default=None, callback=_needed_for_a_result, help="the backend whose result to reproduce")
 @click.option("--run", "run_id", type=int, default=None, help="run id (default: the latest)")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="folder to write (created)")
 @max_memory_option("for the config")
@@ -32,14 +45,13 @@ def repro_command(db: Path, config: str | None, backend: str | None, run_id: int
     from deploykit.repro.templates import install_line
 
     given = _given_options(("db", "config", "backend", "run_id", "max_memory"))
-    if divergence is not None or not given:
+    if divergence is not None:
         from deploykit.repro.divergence import divergence_command
 
         for written in divergence_command(divergence, output, given):
             say(f"wrote {', '.join(written.files)} to {written.folder} (known divergence {written.id})")
         return
-    if config is None or backend is None:
-        raise UsageError(f"repro needs --{'config' if config is None else 'backend'}: --config and --backend name a result in --db")
+    assert config is not None and backend is not None  # _needed_for_a_result
     check_paths(databases={"--db": db}, output_folders={"-o": output})
     registry.get(backend)
     if output.exists() and not output.is_dir():

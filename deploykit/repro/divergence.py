@@ -57,14 +57,12 @@ def repro_ids(table: list[Divergence]) -> list[str]:
     return sorted({entry.id for entry in table if entry.repro} | set(script_ids()))
 
 
-def divergence_command(divergence: str | None, output: Path, given: list[str]) -> list[Written]:
+def divergence_command(divergence: str, output: Path, given: list[str]) -> list[Written]:
     """`deploykit repro --divergence ID -o DIR`; `given` are the options of a result in a database
     that were given too (--db, --config, ...): one route or the other, never a mix."""
     from deploykit.outputs import check_paths
     from deploykit.paths import KNOWN_DIVERGENCES
 
-    if divergence is None:
-        raise UsageError("repro needs --config and --backend (a result in --db), or --divergence ID (a known divergence)")
     if given:
         raise UsageError(f"--divergence writes from the known-divergence table; {given[0]} is for a result in --db: give one or the other")
     check_paths(inputs={"the known-divergence table": KNOWN_DIVERGENCES}, output_folders={"-o": output})

@@ -117,8 +117,14 @@ def test_the_command_writes_a_folder(tmp_path):
     (["--divergence", "tract-pads", "-o", "out"], ["did you mean", "tract-pads-with-auto-pad"]),
     (["--divergence", "tvm-pads-with-auto-pad", "--backend", "tvm-cpu", "-o", "out"], ["--backend is for a result in --db"]),
     (["--divergence", "tvm-pads-with-auto-pad", "--db", "r.db", "-o", "out"], ["--db is for a result in --db"]),
-    (["-o", "out"], ["repro needs --config and --backend", "--divergence ID"]),
-    (["--config", "abc", "-o", "out"], ["repro needs --backend"]),
+    # without --divergence, click's own words, in the order they always came (--config, --backend, -o)
+    ([], ["Missing option '--config'."]),
+    (["-o", "out"], ["Missing option '--config'."]),
+    (["--backend", "ort-cpu"], ["Missing option '--config'."]),
+    (["--config", "abc", "-o", "out"], ["Missing option '--backend'."]),
+    (["-o", "out", "--config", "abc"], ["Missing option '--backend'."]),
+    (["--config", "abc", "--backend", "ort-cpu"], ["Missing option '-o' / '--output'."]),
+    (["--divergence", "tvm-pads-with-auto-pad"], ["Missing option '-o' / '--output'."]),
     (["--divergence", "tvm-pads-with-auto-pad", "-o", "mine"], ["holds files that are no deploykit repro bundle"]),
 ])
 def test_bad_divergence_options_are_one_line_exit_2(tmp_path, args, needles):
