@@ -108,6 +108,12 @@ def _case_spec(path: Path) -> ConvTransposeSpec:
     if spec.id != meta.get("id"):
         raise UsageError(f"{path}: its config has id {spec.id}, not the {meta.get('id')!r} written beside it;"
                          " regenerate the tree")
+    problems = spec.violations()
+    if bool(problems) != (spec.expect == "reject"):
+        # generate writes an invalid config as `expect: reject` only: an edited file would be judged
+        # against a reference that does not exist, or a valid config as a negative case
+        said = f"invalid ({'; '.join(problems)})" if problems else "valid"
+        raise UsageError(f"{path}: its config is {said} but says expect: {spec.expect}; regenerate the tree")
     return spec
 
 

@@ -27,6 +27,7 @@ from deploykit.cli import main
 from deploykit.conformance.judge import JudgeRequest, judge
 from deploykit.onnxio.write import NUMPY_DTYPES
 from deploykit.op.bound import describe
+from deploykit.op.spec import ConvTransposeSpec
 from deploykit.results import divergences
 
 SMALL = """
@@ -341,6 +342,25 @@ def test_refused_trees_and_options_are_one_line(tree, tmp_path, capsys):
     one_line_error(*cli(capsys, "conformance", "judge", str(answerless), "--as", "tensorrt", "--db", db)[::2],
                    "no case in", "has an answer")
     assert not Path(db).exists()
+
+
+@pytest.mark.parametrize("name, expect, needle", [
+    ("neg-group", "accept", "its config is invalid (group=3 does not divide in_channels=4) but says expect: accept"),
+    ("f32", "reject", "its config is valid but says expect: reject"),
+])
+def test_a_config_whose_expect_was_edited_is_one_line(tree, tmp_path, capsys, name, expect, needle):
+    """An invalid config said to be accepted has no reference to judge against: refused, not a crash."""
+    answer_with_references(tree)
+    path = case(tree, name).parent / "deploykit.json"
+    meta = json.loads(path.read_text())
+    edited = {k: v for k, v in meta.items() if k not in ("id", "label", "expected_shape", "onnx_inferred_shape", "violations",
+                                                            "onnx_check")}
+    edited["expect"] = expect
+    path.write_text(json.dumps({**meta, "expect": expect, "id": ConvTransposeSpec.from_dict(edited).id}))
+    db = tmp_path / "e.db"
+    code, _, err = cli(capsys, "conformance", "judge", str(tree), "--as", "ort-cpu", "--db", str(db))
+    one_line_error(code, err, "deploykit.json: " + needle, "regenerate the tree")
+    assert not db.exists()
 
 
 @pytest.mark.slow
