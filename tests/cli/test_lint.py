@@ -25,8 +25,10 @@ MATRIX = textwrap.dedent(
     """
     name: lint-neighbours
     cases:
-      - {name: grouped-near, input_shape: [1, 4, 5, 5], out_channels: 4, kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 1], group: 2, opset: 17}
-      - {name: float16-near, input_shape: [1, 4, 5, 5], out_channels: 4, kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 1], dtype: float16, opset: 17}
+      - {name: grouped-near, input_shape: [1, 4, 5, 5], out_channels: 4, kernel_shape: [3, 3], strides: [2, 2],
+         pads: [1, 1, 1, 1], output_padding: [1, 1], group: 2, opset: 17}
+      - {name: float16-near, input_shape: [1, 4, 5, 5], out_channels: 4, kernel_shape: [3, 3], strides: [2, 2],
+         pads: [1, 1, 1, 1], output_padding: [1, 1], dtype: float16, opset: 17}
       - {name: plain-k4, input_shape: [1, 4, 5, 5], out_channels: 4, kernel_shape: [4, 4], strides: [2, 2], pads: [1, 1, 1, 1], opset: 17}
       - {name: plain-k2s1, input_shape: [1, 4, 5, 5], out_channels: 4, kernel_shape: [2, 2], strides: [1, 1], opset: 17, bias: false}
     """

@@ -87,7 +87,8 @@ def test_axes_pairs_and_cross(tmp_path):
         ("axes:\n  strides: [1]\nexpand: all\n", "matrix m.yaml: expand: must be 'pairwise' or 'product', got 'all'"),
         ("cross: [true]\n", "matrix m.yaml: cross[0]: must be a string, got True"),
         ("name: !!binary aGk=\n", "matrix m.yaml: name: must be a string, got b'hi'"),  # strict: no bytes -> str
-        ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4}\n  - 3\n  - [a]\n", "matrix m.yaml: cases[1]: must be a mapping, got 3; cases[2]: must be a mapping, got ['a']"),
+        ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4}\n  - 3\n  - [a]\n",
+         "matrix m.yaml: cases[1]: must be a mapping, got 3; cases[2]: must be a mapping, got ['a']"),
         ("- {name: a}\n", "matrix m.yaml: must be a mapping, got [{'name': 'a'}]; known keys: name, description,"),
         ("cases:\n  - {input_shape: [1, 4, 5], out_channels: 4, kernel_shape: 3, dtype: bfloat16, opset: 17}\n", "bfloat16 ConvTranspose needs opset >= 22"),
     ],

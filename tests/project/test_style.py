@@ -1,4 +1,4 @@
-"""The style gate: `ruff check deploykit` with the project's own rules (pyproject.toml, [tool.ruff]).
+"""The style gate: `ruff check deploykit tests` with the project's own rules (pyproject.toml, [tool.ruff]).
 
 It runs inside the README's test command, so CI and a contributor's `pytest` enforce the same rules
 (the pre-commit hook in .pre-commit-config.yaml runs the same command before each commit).
@@ -21,6 +21,6 @@ def _ruff() -> list[str]:
     return [found]
 
 
-def test_deploykit_is_ruff_clean():
-    proc = subprocess.run([*_ruff(), "check", "deploykit"], cwd=ROOT, capture_output=True, text=True)
+def test_deploykit_and_its_tests_are_ruff_clean():
+    proc = subprocess.run([*_ruff(), "check", "deploykit", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

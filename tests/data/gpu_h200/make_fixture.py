@@ -27,9 +27,9 @@ import numpy as np
 
 from deploykit import backends as registry
 from deploykit.backends.base import BuildConfig
+from deploykit.onnxio.write import make_inputs
 from deploykit.op.bound import OneSum, error_bound
 from deploykit.op.judging import measure
-from deploykit.onnxio.write import make_inputs
 from deploykit.op.reference import ExactAnswer
 from deploykit.op.spec import ConvTransposeSpec
 
