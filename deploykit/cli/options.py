@@ -12,6 +12,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
+from deploykit.backends.timing import TimingOptions
 from deploykit.vocabulary import PRECISIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,3 +60,28 @@ def precision_option(*names: str, default: str | None = "fp32", help: str | None
 def shard_option(help: str) -> Decorator:
     """--shard K/N: one part of the work, the same split wherever it is made (parsed by parse_shard_option)."""
     return click.option("--shard", default=None, help=help)
+
+
+def sampling_options(defaults: TimingOptions, when: str | None = None) -> Decorator:
+    """--warmup-ms, --iterations, --duration, --include-transfers, --cuda-graph: how latency is sampled.
+
+    `defaults` are the command's (a matrix times every config, so `run` takes shorter ones); `when` says when
+    they apply ("with --latency") and starts each help.  cli.shared.timing_options builds TimingOptions from them.
+    """
+    prefix = f"{when}: " if when else ""
+    options = [
+        click.option("--warmup-ms", type=click.FloatRange(min=0), default=defaults.warmup_ms, show_default=True, help=when),
+        click.option("--iterations", type=click.IntRange(min=1), default=defaults.iterations, show_default=True,
+                     help=f"{prefix}at least this many samples"),
+        click.option("--duration", type=click.FloatRange(min=0), default=defaults.duration_s, show_default=True,
+                     help=f"{prefix}at least this many seconds of samples"),
+        click.option("--include-transfers", is_flag=True, help=f"{prefix}time host<->device copies too"),
+        click.option("--cuda-graph", is_flag=True, help=f"{prefix}replay a CUDA graph of one inference per sample (GPU backends)"),
+    ]
+
+    def decorate(function: F) -> F:
+        for option in reversed(options):  # click lists options in the order they are written above a command
+            function = option(function)
+        return function
+
+    return decorate

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from deploykit.backends.timing import TimingOptions
 from deploykit.cli.app import app, stdout
-from deploykit.cli.options import backends_option, json_option, max_memory_option, precision_option
+from deploykit.cli.options import backends_option, json_option, max_memory_option, precision_option, sampling_options
 from deploykit.cli.shared import (
     check_writable_file,
     parse_int_list,
@@ -30,11 +31,7 @@ from deploykit.outputs import check_paths
 @backends_option("comma-separated backends", default="ort-cpu")
 @click.option("--shape", "shapes", multiple=True, help="NAME=1x256x32x32 for an input with dynamic axes (repeatable)")
 @click.option("--batch", default=None, help="batch sizes to sweep, e.g. 1,8,32 (dynamic first axis)")
-@click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=10, show_default=True, help="at least this many samples")
-@click.option("--duration", type=click.FloatRange(min=0), default=1.0, show_default=True, help="at least this many seconds of samples")
-@click.option("--include-transfers", is_flag=True, help="time host<->device copies too")
-@click.option("--cuda-graph", is_flag=True, help="replay a CUDA graph of one inference per sample (GPU backends)")
+@sampling_options(TimingOptions())
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="intra-op threads [default: all cores]")
 @precision_option(help="build precision (a backend that cannot honour it says so)")
 @json_option("write statistics and environment here")

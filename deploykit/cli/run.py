@@ -11,7 +11,15 @@ from click.core import ParameterSource
 
 from deploykit.backends.timing import MATRIX_TIMING
 from deploykit.cli.app import DIVERGENCE_TABLE, conformance_app, stderr, stdout
-from deploykit.cli.options import backends_option, db_option, json_option, max_memory_option, shard_option, tolerance_options
+from deploykit.cli.options import (
+    backends_option,
+    db_option,
+    json_option,
+    max_memory_option,
+    sampling_options,
+    shard_option,
+    tolerance_options,
+)
 from deploykit.cli.shared import (
     check_writable_file,
     interruptible_run,
@@ -42,13 +50,7 @@ from deploykit.outputs import check_paths
 @tolerance_options
 @json_option()
 @click.option("--latency", is_flag=True, help="also time every passing (config, backend)")
-@click.option("--warmup-ms", type=click.FloatRange(min=0), default=MATRIX_TIMING.warmup_ms, show_default=True, help="with --latency")
-@click.option("--iterations", type=click.IntRange(min=1), default=MATRIX_TIMING.iterations, show_default=True,
-    help="with --latency: at least this many samples")
-@click.option("--duration", type=click.FloatRange(min=0), default=MATRIX_TIMING.duration_s, show_default=True,
-    help="with --latency: at least this many seconds of samples")
-@click.option("--include-transfers", is_flag=True, help="with --latency: time host<->device copies too")
-@click.option("--cuda-graph", is_flag=True, help="with --latency: replay a CUDA graph of one inference per sample (GPU backends)")
+@sampling_options(MATRIX_TIMING, when="with --latency")
 @click.option("--precisions", "--precision", "precisions", default="fp32", show_default=True,
     help="build precisions, comma-separated (fp32, tf32, fp16, bf16); one result per precision")
 @max_memory_option()
