@@ -15,8 +15,9 @@ only as right as the predicate.  For EVERY entry, here:
     says its hazard is "wider than" the failure.
 
 Verdicts are judged as `conformance run` judges them: in this process for the backends that run a
-config in milliseconds, in the run's worker processes for tract (a panic aborts the process), TVM
-and tinygrad (marked slow).  Entries measured with one CPU's kernels (oneDNN's AMX bfloat16 paths)
+config in milliseconds (except the configs an entry says crash them, which run in worker
+processes), in the run's worker processes for tract (a panic aborts the process), TVM and tinygrad
+(marked slow).  Entries measured with one CPU's kernels (oneDNN's AMX bfloat16 paths)
 are held to the wide check only on a CPU with that feature: other CPUs run other kernels.
 """
 
@@ -103,14 +104,20 @@ def observe(pairs: list[tuple[str, Spec]], isolated: bool) -> list[tuple[str, Sp
     the process costs one task and its verdict is `crash`."""
     seen = [(backend, spec, _shape_inference_verdict(spec), None) for backend, spec in pairs if backend == SHAPE_INFERENCE]
     pairs = [(backend, spec) for backend, spec in pairs if backend != SHAPE_INFERENCE]
-    if not isolated:
-        executor = Executor(known=TABLE)
-        results = [executor.run(spec, backend) for backend, spec in pairs]
-    else:
-        results = []
-        run_tasks([Task(spec, backend) for backend, spec in pairs], results.append, jobs=2, timeout=120,
-                  options=WorkerOptions(preload=tuple({backend for backend, _ in pairs})))
+    in_workers = pairs if isolated else [(backend, spec) for backend, spec in pairs if _may_crash(backend, spec)]
+    in_process = [] if isolated else [(backend, spec) for backend, spec in pairs if not _may_crash(backend, spec)]
+    executor = Executor(known=TABLE)
+    results = [executor.run(spec, backend) for backend, spec in in_process]
+    if in_workers:
+        run_tasks([Task(spec, backend) for backend, spec in in_workers], results.append, jobs=2, timeout=120,
+                  options=WorkerOptions(preload=tuple({backend for backend, _ in in_workers})))
     return seen + [(r.backend, Spec.from_dict(r.spec), r.verdict, r.backend_version) for r in results]
+
+
+def _may_crash(backend: str, spec: Spec) -> bool:
+    """A config an entry says kills `backend` (on some CPUs: OpenVINO's AMX bfloat16 kernels) runs in a
+    worker process even among the fast backends, so a crash costs one task, not the test process."""
+    return any("crash" in e.verdicts and backend in e.backends and HAZARDS[e.hazard].applies(spec) for e in TABLE)
 
 
 def _concerns(entry: Divergence, spec: Spec) -> bool:
