@@ -32,16 +32,6 @@ def smoke_run(tmp_path_factory):
 
 
 try:
-    from xdist.scheduler import LoadScopeScheduling
-except ImportError:  # without pytest-xdist the suite runs in one process and this hook is not needed
-    LoadScopeScheduling = None
-
-if LoadScopeScheduling is not None:
-    def pytest_xdist_make_scheduler(config, log):
-        """Under `-n N`, hand out whole test files, not single tests: a module-scoped fixture (a smoke
-        run, shards, a results database) then runs once, not once in each worker that got one of its
-        tests.  An explicit `--dist` (`--dist load` included) is left as asked."""
-        given = (*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split())
-        if config.getoption("dist") == "load" and not any(arg.startswith("--dist") for arg in given):
-            return LoadScopeScheduling(config, log)
-        return None
+    from xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401  (a hook: pytest finds it by name)
+except ImportError:  # without pytest-xdist the suite runs in one process and the hook is not needed
+    pass
