@@ -29,8 +29,8 @@ class CrashSafeLoadScope(LoadScopeScheduling):
         pending = [(scope, nodeid) for scope, unit in workload.items() for nodeid, done in unit.items() if not done]
         if not pending:
             return None  # a worker that finished its work and shut down
-        scope, crashed = pending[0]  # a worker runs its tests in order: the first unfinished one died
-        workload[scope][crashed] = True
+        crashed_scope, crashed = pending[0]  # a worker runs its tests in order: the first unfinished one died
+        workload[crashed_scope][crashed] = True
         for scope, unit in workload.items():
             if not all(unit.values()):
                 self.workqueue[scope] = unit

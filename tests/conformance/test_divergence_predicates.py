@@ -104,8 +104,9 @@ def observe(pairs: list[tuple[str, Spec]], isolated: bool) -> list[tuple[str, Sp
     the process costs one task and its verdict is `crash`."""
     seen = [(backend, spec, _shape_inference_verdict(spec), None) for backend, spec in pairs if backend == SHAPE_INFERENCE]
     pairs = [(backend, spec) for backend, spec in pairs if backend != SHAPE_INFERENCE]
-    in_workers = pairs if isolated else [(backend, spec) for backend, spec in pairs if _may_crash(backend, spec)]
-    in_process = [] if isolated else [(backend, spec) for backend, spec in pairs if not _may_crash(backend, spec)]
+    in_workers, in_process = [], []
+    for backend, spec in pairs:
+        (in_workers if isolated or _may_crash(backend, spec) else in_process).append((backend, spec))
     executor = Executor(known=TABLE)
     results = [executor.run(spec, backend) for backend, spec in in_process]
     if in_workers:
